@@ -1,0 +1,73 @@
+"""NanoTypeDB: a self-hosted realtime backend — tables, typed functions and row-level security on SQLite."""
+
+from .app import App
+from .auth.policy import (
+    ALLOW,
+    CALLER,
+    DENY,
+    SIGNED_IN,
+    Policy,
+    Rule,
+    match,
+    owner_policy,
+    predicate,
+    public_read_policy,
+)
+from .auth.principal import Principal, PrincipalKind
+from .errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    FunctionNotFound,
+    InvalidToken,
+    MalformedMessage,
+    NanoTypeDBError,
+    NotFound,
+    PayloadTooLarge,
+    PolicyDenied,
+    RateLimited,
+    RowNotFound,
+    Unauthenticated,
+    ValidationFailed,
+)
+from .functions.context import Ctx
+from .functions.db import Page
+from .storage.engine import Durability
+from .storage.schema import Table, column
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALLOW",
+    "CALLER",
+    "DENY",
+    "SIGNED_IN",
+    "App",
+    "BadRequest",
+    "Conflict",
+    "Ctx",
+    "Durability",
+    "Forbidden",
+    "FunctionNotFound",
+    "InvalidToken",
+    "MalformedMessage",
+    "NanoTypeDBError",
+    "NotFound",
+    "Page",
+    "PayloadTooLarge",
+    "Policy",
+    "PolicyDenied",
+    "Principal",
+    "PrincipalKind",
+    "RateLimited",
+    "RowNotFound",
+    "Rule",
+    "Table",
+    "Unauthenticated",
+    "ValidationFailed",
+    "column",
+    "match",
+    "owner_policy",
+    "predicate",
+    "public_read_policy",
+]

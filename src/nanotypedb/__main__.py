@@ -1,0 +1,5 @@
+"""`python -m nanotypedb` is the `nanotypedb` command."""
+
+from .cli.main import main
+
+main()

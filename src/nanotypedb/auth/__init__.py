@@ -1,0 +1,1 @@
+"""Who is calling: principals, API keys, JWTs and row-level security policies."""

@@ -1,0 +1,1 @@
+"""The `nanotypedb` command: serve (the default), keys and token."""

@@ -1,0 +1,131 @@
+"""`nanotypedb`: serve an app, manage API keys, mint development tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..auth.keys import KeyStore
+from ..auth.tokens import mint_token
+from ..errors import NanoTypeDBError
+from ..service import Paths, ensure_secret
+from ..settings import BY_NAME, SETTINGS, Config, Setting
+
+
+def _option(setting: Setting) -> Any:
+    return click.option(
+        setting.flag,
+        setting.name,
+        envvar=setting.env,
+        default=setting.default,
+        show_default=True,
+        type=setting.type,
+        help=f"{setting.help} [env: {setting.env}]",
+    )
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _with_settings(*names: str) -> Callable[[F], F]:
+    def decorate(fn: F) -> F:
+        for setting in reversed([BY_NAME[n] for n in names] if names else list(SETTINGS)):
+            fn = _option(setting)(fn)
+        return fn
+
+    return decorate
+
+
+class DefaultGroup(click.Group):
+    """A group whose default command is `serve`: plain `nanotypedb` starts the server."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0].startswith("-") and args[0] not in ("--help", "-h")):
+            args = ["serve", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultGroup)
+def cli() -> None:
+    """NanoTypeDB: a realtime backend on SQLite. `nanotypedb` alone runs `nanotypedb serve`."""
+
+
+@cli.command()
+@_with_settings()
+def serve(**values: Any) -> None:
+    """Run the server with an app (the bundled tasks app by default)."""
+    from .serve import run
+
+    try:
+        run(Config.from_mapping(values))
+    except NanoTypeDBError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
+
+
+@cli.group()
+def keys() -> None:
+    """Create, list and revoke admin API keys."""
+
+
+def _store(data_dir: str) -> KeyStore:
+    return KeyStore(Paths(Path(data_dir)).system_db)
+
+
+@keys.command("create")
+@click.argument("name")
+@_with_settings("data_dir")
+def keys_create(name: str, data_dir: str) -> None:
+    """Create an admin API key; the key is printed once, alone on stdout."""
+    record, plaintext = _store(data_dir).create(name)
+    click.echo(f"Created key {record.id} ({record.name}). Store it now: it is not shown again.", err=True)
+    click.echo(plaintext)
+
+
+@keys.command("list")
+@_with_settings("data_dir")
+def keys_list(data_dir: str) -> None:
+    """List API keys (never the keys themselves)."""
+    for r in _store(data_dir).list():
+        state = f"revoked {r.revoked_at}" if r.revoked_at else "active"
+        click.echo(f"{r.id}\t{r.kind}\t{r.name}\t…{r.last4}\t{r.created_at}\t{state}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@_with_settings("data_dir")
+def keys_revoke(key_id: str, data_dir: str) -> None:
+    """Revoke an API key by id; it stops working at once."""
+    if not _store(data_dir).revoke(key_id):
+        click.echo(f"error: no active key {key_id!r}", err=True)
+        sys.exit(1)
+    click.echo(f"Revoked {key_id}.", err=True)
+
+
+@cli.command()
+@click.option("--user", "user", required=True, help="The user id (the token's `sub`).")
+@click.option("--ttl", default=3600, show_default=True, help="Lifetime in seconds.")
+@_with_settings("data_dir", "secret", "jwt_audience", "jwt_issuer")
+def token(user: str, ttl: int, data_dir: str, secret: str, jwt_audience: str, jwt_issuer: str) -> None:
+    """Mint a development user token (HS256 with the server secret), printed alone on stdout."""
+    key = secret or ensure_secret(Paths(Path(data_dir)))
+    click.echo(
+        mint_token(
+            key,
+            user,
+            ttl=dt.timedelta(seconds=ttl),
+            audience=jwt_audience or None,
+            issuer=jwt_issuer or None,
+        )
+    )
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cli()

@@ -1,0 +1,1 @@
+"""The bundled app: the seed's task manager, an ordinary NanoTypeDB app."""

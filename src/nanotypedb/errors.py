@@ -1,0 +1,206 @@
+"""One error hierarchy: every error a client can see has a stable code, an HTTP status and a message.
+
+NanoTypeDBError (500 InternalError)
+├── BadRequest (400 BadRequest)
+│   ├── ValidationFailed (400 ValidationFailed)
+│   └── MalformedMessage (400 MalformedMessage)
+├── Unauthenticated (401 Unauthenticated)
+│   └── InvalidToken (401 InvalidToken)
+├── Forbidden (403 Forbidden)
+│   └── PolicyDenied (403 PolicyDenied)
+├── NotFound (404 NotFound)
+│   ├── FunctionNotFound (404 FunctionNotFound)
+│   └── RowNotFound (404 RowNotFound)
+├── Conflict (409 Conflict)
+├── MethodNotAllowed (405 MethodNotAllowed)
+├── PayloadTooLarge (413 PayloadTooLarge)
+├── RateLimited (429 RateLimited)
+├── ServiceUnavailable (503 ServiceUnavailable)
+└── Server-side only, never sent as such: SchemaError, MigrationError, ConfigError
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class NanoTypeDBError(Exception):
+    """An internal error occurred; it has been logged on the server."""
+
+    code: ClassVar[str] = "InternalError"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str | None = None, *, details: Any = None) -> None:
+        self.message = message or (self.__doc__ or self.code).strip()
+        self.details = details
+        super().__init__(self.message)
+
+    def to_dict(self, request_id: str | None = None) -> dict[str, Any]:
+        """The JSON error shape shared by HTTP and WebSocket."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        if request_id is not None:
+            body["request_id"] = request_id
+        return body
+
+
+class InternalError(NanoTypeDBError):
+    """An internal error occurred; it has been logged on the server."""
+
+
+class BadRequest(NanoTypeDBError):
+    """The request is not valid."""
+
+    code = "BadRequest"
+    status = 400
+
+
+class ValidationFailed(BadRequest):
+    """The arguments do not match the function's signature."""
+
+    code = "ValidationFailed"
+
+
+class MalformedMessage(BadRequest):
+    """The message is not valid JSON of the expected shape."""
+
+    code = "MalformedMessage"
+
+
+class Unauthenticated(NanoTypeDBError):
+    """This function needs a signed-in caller: send an API key or a token."""
+
+    code = "Unauthenticated"
+    status = 401
+
+
+class InvalidToken(Unauthenticated):
+    """The API key or token is not valid."""
+
+    code = "InvalidToken"
+
+
+class Forbidden(NanoTypeDBError):
+    """The caller may not do this."""
+
+    code = "Forbidden"
+    status = 403
+
+
+class PolicyDenied(Forbidden):
+    """A row-level security policy refused this write."""
+
+    code = "PolicyDenied"
+
+
+class NotFound(NanoTypeDBError):
+    """Not found."""
+
+    code = "NotFound"
+    status = 404
+
+
+class FunctionNotFound(NotFound):
+    """There is no function of that name."""
+
+    code = "FunctionNotFound"
+
+
+class RowNotFound(NotFound):
+    """No row with that id is visible to the caller."""
+
+    code = "RowNotFound"
+
+
+class Conflict(NanoTypeDBError):
+    """The write conflicts with the current data."""
+
+    code = "Conflict"
+    status = 409
+
+
+class PayloadTooLarge(NanoTypeDBError):
+    """The request body is larger than the server accepts."""
+
+    code = "PayloadTooLarge"
+    status = 413
+
+
+class RateLimited(NanoTypeDBError):
+    """Too many calls: wait and try again."""
+
+    code = "RateLimited"
+    status = 429
+
+    def __init__(self, message: str | None = None, *, retry_after: float = 1.0) -> None:
+        super().__init__(message, details={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(NanoTypeDBError):
+    """The server is shutting down or overloaded: try again shortly."""
+
+    code = "ServiceUnavailable"
+    status = 503
+
+
+class SchemaError(NanoTypeDBError):
+    """The declared schema does not match the database and needs a migration."""
+
+    code = "SchemaError"
+
+
+class MigrationError(NanoTypeDBError):
+    """A migration could not be applied."""
+
+    code = "MigrationError"
+
+
+class ConfigError(NanoTypeDBError):
+    """The configuration is not valid."""
+
+    code = "ConfigError"
+
+
+ALL_ERRORS: tuple[type[NanoTypeDBError], ...] = (
+    InternalError,
+    BadRequest,
+    ValidationFailed,
+    MalformedMessage,
+    Unauthenticated,
+    InvalidToken,
+    Forbidden,
+    PolicyDenied,
+    NotFound,
+    FunctionNotFound,
+    RowNotFound,
+    Conflict,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
+)
+
+BY_CODE: dict[str, type[NanoTypeDBError]] = {e.code: e for e in ALL_ERRORS}
+
+
+def from_dict(body: dict[str, Any]) -> NanoTypeDBError:
+    """Rebuild a typed error from the wire shape (used by the clients)."""
+    cls = BY_CODE.get(str(body.get("code")), NanoTypeDBError)
+    if cls is RateLimited:
+        retry = (body.get("details") or {}).get("retry_after", 1.0)
+        return RateLimited(body.get("message"), retry_after=float(retry))
+    err = cls(body.get("message"), details=body.get("details"))
+    err.request_id = body.get("request_id")  # type: ignore[attr-defined]
+    return err
+
+
+class MethodNotAllowed(NanoTypeDBError):
+    """This route does not accept that HTTP method."""
+
+    code = "MethodNotAllowed"
+    status = 405
+
+
+ALL_ERRORS = (*ALL_ERRORS, MethodNotAllowed)
+BY_CODE[MethodNotAllowed.code] = MethodNotAllowed

@@ -1,0 +1,191 @@
+"""`ctx.db`: the only door from a function to data, with row-level security applied to every read and write."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..auth.policy import Policy
+from ..auth.principal import Principal
+from ..errors import Forbidden, PolicyDenied, RowNotFound, ValidationFailed
+from ..storage.query import (
+    Condition,
+    Select,
+    compare,
+    cursor_condition,
+    encode_cursor,
+    parse_order,
+)
+from ..storage.schema import TableSchema
+from ..storage.transaction import Transaction
+
+MAX_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a paginated query; pass `cursor` back to get the next one."""
+
+    items: list[dict[str, Any]]
+    cursor: str | None
+    is_done: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": self.items, "cursor": self.cursor, "is_done": self.is_done}
+
+
+class Db:
+    """Reads and writes as the caller: admins bypass policies, everyone else goes through them."""
+
+    def __init__(self, tx: Transaction, principal: Principal) -> None:
+        self._tx = tx
+        self.principal = principal
+
+    def query(self, table: str) -> Query:
+        schema = self._tx.table(table)
+        return Query(self, schema, self._guard(schema, "read"))
+
+    def get(self, table: str, row_id: int) -> dict[str, Any] | None:
+        schema = self._tx.table(table)
+        row = self._tx.get(schema, row_id, self._guard(schema, "read"))
+        return row if row is None or self._passes(schema, "read", row) else None
+
+    def insert(self, table: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        schema = self._writable(table)
+        values = dict(values)
+        if not self.principal.is_admin:
+            values = self._policy(schema, "insert").prepare_insert(self.principal, values)
+        return self._tx.insert(schema, values)
+
+    def update(self, table: str, row_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
+        schema = self._writable(table)
+        changes = dict(values)
+        guard = self._guard(schema, "update")
+        if not self.principal.is_admin:
+            before = self._visible_row(schema, row_id, guard, "update")
+            self._policy(schema, "update").check_update(self.principal, before, changes)
+        result = self._tx.update(schema, row_id, changes, guard)
+        if result is None:
+            raise RowNotFound(f"No row {row_id} in {table!r} that you may update.")
+        return result[1]
+
+    def delete(self, table: str, row_id: int) -> dict[str, Any]:
+        schema = self._writable(table)
+        guard = self._guard(schema, "delete")
+        if not self.principal.is_admin:
+            self._visible_row(schema, row_id, guard, "delete")
+        before = self._tx.delete(schema, row_id, guard)
+        if before is None:
+            raise RowNotFound(f"No row {row_id} in {table!r} that you may delete.")
+        return before
+
+    def count(self, table: str, **where: Any) -> int:
+        return self.query(table).where(**where).count()
+
+    # -- policy plumbing --------------------------------------------------------
+
+    def _writable(self, table: str) -> TableSchema:
+        if not self._tx.writable:
+            raise Forbidden("A query cannot write: make this function a mutation.")
+        return self._tx.table(table)
+
+    def _policy(self, schema: TableSchema, action: str) -> Policy:
+        policy = schema.policy
+        if not isinstance(policy, Policy):
+            raise PolicyDenied(f"Table {schema.name!r} has no policy, so only admins may {action} it.")
+        return policy
+
+    def _guard(self, schema: TableSchema, action: str) -> tuple[Condition, ...]:
+        if self.principal.is_admin:
+            return ()
+        rule = getattr(self._policy(schema, action), action)
+        return (rule.condition(self.principal),)
+
+    def _passes(self, schema: TableSchema, action: str, row: Mapping[str, Any]) -> bool:
+        if self.principal.is_admin:
+            return True
+        rule = getattr(self._policy(schema, action), action)
+        return rule.predicate is None or bool(rule.predicate(self.principal, row))
+
+    def _visible_row(
+        self, schema: TableSchema, row_id: int, guard: tuple[Condition, ...], action: str
+    ) -> dict[str, Any]:
+        row = self._tx.get(schema, row_id, guard)
+        if row is None or not self._passes(schema, action, row):
+            raise RowNotFound(f"No row {row_id} in {schema.name!r} that you may {action}.")
+        return dict(row)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A read being built: `db.query("tasks").where(status="pending").order_by("-id").limit(20).all()`."""
+
+    db: Db
+    table: TableSchema
+    guard: tuple[Condition, ...]
+    filters: tuple[Condition, ...] = ()
+    order: tuple[tuple[str, bool], ...] = ()
+    max_rows: int | None = None
+
+    def where(self, **equals: Any) -> Query:
+        conds = tuple(compare(self.table, col, "=", val) for col, val in equals.items())
+        return replace(self, filters=self.filters + conds)
+
+    def filter(self, column: str, op: str, value: Any) -> Query:
+        return replace(self, filters=(*self.filters, compare(self.table, column, op, value)))
+
+    def order_by(self, *columns: str) -> Query:
+        return replace(self, order=tuple(parse_order(self.table, c) for c in columns))
+
+    def limit(self, n: int) -> Query:
+        if not 0 <= n <= MAX_LIMIT:
+            raise ValidationFailed(f"limit must be between 0 and {MAX_LIMIT}, got {n}.")
+        return replace(self, max_rows=n)
+
+    def all(self) -> list[dict[str, Any]]:
+        return self._filtered(self.db._tx.select(self._select()))
+
+    def first(self) -> dict[str, Any] | None:
+        rows = replace(self, max_rows=1).all()
+        return rows[0] if rows else None
+
+    def count(self) -> int:
+        if self._predicate() is not None:
+            return len(replace(self, max_rows=None).all())
+        return self.db._tx.count(self._select())
+
+    def paginate(self, limit: int = 50, cursor: str | None = None) -> Page:
+        """Keyset pagination: stable under concurrent inserts, and every page passes RLS again."""
+        order = self._keyset_order()
+        query = replace(self, order=order).limit(limit)
+        extra = (cursor_condition(order, cursor),) if cursor else ()
+        rows = query._filtered(
+            self.db._tx.select(replace(query._select(), conditions=query._select().conditions + extra))
+        )
+        done = len(rows) < limit
+        next_cursor = None if done or not rows else encode_cursor(rows[-1], order, self.table)
+        return Page(rows, next_cursor, done)
+
+    def _keyset_order(self) -> tuple[tuple[str, bool], ...]:
+        order = self.order or (("id", False),)
+        for col, _ in order:
+            if col != "id" and self.table.columns[col].nullable:
+                raise ValidationFailed(f"Cannot paginate by nullable column {col!r}.")
+        if order[-1][0] != "id":
+            order = (*order, ("id", order[-1][1]))
+        return order
+
+    def _select(self) -> Select:
+        return Select(self.table, self.guard + self.filters, self.order, self.max_rows)
+
+    def _predicate(self) -> Any:
+        if self.db.principal.is_admin or not isinstance(self.table.policy, Policy):
+            return None
+        return self.table.policy.read.predicate
+
+    def _filtered(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        pred = self._predicate()
+        if pred is None:
+            return rows
+        return [r for r in rows if pred(self.db.principal, r)]

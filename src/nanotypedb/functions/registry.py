@@ -1,0 +1,115 @@
+"""The functions an app declares: their kind, their arguments as a validator, and how they may be called."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from ..errors import ConfigError, ValidationFailed
+from ..lib.ratelimit import Rate
+from ..storage.schema import check_name
+
+
+class FunctionKind(enum.StrEnum):
+    """A query reads a snapshot; a mutation runs in one transaction; an action may do anything else."""
+
+    QUERY = "query"
+    MUTATION = "mutation"
+    ACTION = "action"
+
+
+# Strict: `false` is not an int and "1" is not a number; unknown arguments are refused.
+_STRICT = pydantic.ConfigDict(strict=True, extra="forbid")
+
+
+@dataclass(frozen=True, slots=True)
+class Function:
+    name: str
+    kind: FunctionKind
+    handler: Callable[..., Any]
+    args: type[pydantic.BaseModel]
+    public: bool = False
+    rate: Rate | None = None
+    optimistic: Any = None
+    description: str = ""
+
+    def parse_args(self, body: bytes | str) -> dict[str, Any]:
+        """Validate JSON arguments against the signature; raise ValidationFailed with each field's error."""
+        try:
+            model = self.args.model_validate_json(body or b"{}")
+        except pydantic.ValidationError as exc:
+            raise ValidationFailed(
+                f"Invalid arguments for {self.name!r}: {_summary(exc)}", details=_fields(exc)
+            ) from None
+        return {name: getattr(model, name) for name in type(model).model_fields}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind.value,
+            "public": self.public,
+            "args": self.args.model_json_schema(),
+            "optimistic": self.optimistic,
+            "description": self.description,
+        }
+
+
+def _fields(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
+    return [
+        {
+            "field": ".".join(str(p) for p in e["loc"]) or "(body)",
+            "message": e["msg"],
+            "type": e["type"],
+        }
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def _summary(exc: pydantic.ValidationError) -> str:
+    first = _fields(exc)[0]
+    more = exc.error_count() - 1
+    return f"{first['field']}: {first['message']}" + (f" (and {more} more)" if more else "") + "."
+
+
+def args_model(name: str, handler: Callable[..., Any]) -> type[pydantic.BaseModel]:
+    """A pydantic model of every parameter after `ctx`, from the handler's type hints."""
+    hints = typing.get_type_hints(handler)
+    params = list(inspect.signature(handler).parameters.values())[1:]
+    fields: dict[str, Any] = {}
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise ConfigError(f"Function {name!r}: *args and **kwargs are not allowed.")
+        if p.name not in hints:
+            raise ConfigError(f"Function {name!r}: parameter {p.name!r} needs a type hint.")
+        default = ... if p.default is inspect.Parameter.empty else p.default
+        fields[p.name] = (hints[p.name], default)
+    model: type[pydantic.BaseModel] = pydantic.create_model(f"{name}_args", __config__=_STRICT, **fields)
+    return model
+
+
+class Registry:
+    """Every function of an app, by name."""
+
+    def __init__(self) -> None:
+        self._functions: dict[str, Function] = {}
+
+    def add(self, fn: Function) -> None:
+        check_name(fn.name, "function name")
+        if fn.name in self._functions:
+            raise ConfigError(f"Two functions are named {fn.name!r}.")
+        self._functions[fn.name] = fn
+
+    def get(self, name: str) -> Function | None:
+        return self._functions.get(name)
+
+    def __iter__(self) -> Iterator[Function]:
+        return iter(sorted(self._functions.values(), key=lambda f: f.name))
+
+    def __len__(self) -> int:
+        return len(self._functions)

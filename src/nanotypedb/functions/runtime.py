@@ -1,0 +1,122 @@
+"""Calling a function: access, rate limit, argument validation, then the run that fits its kind."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from ..auth.principal import Principal
+from ..errors import (
+    Conflict,
+    FunctionNotFound,
+    InternalError,
+    NanoTypeDBError,
+    RateLimited,
+    Unauthenticated,
+)
+from ..lib.ratelimit import Rate, RateLimiter
+from ..protocol import dumps
+from ..storage.engine import SqliteEngine
+from ..storage.transaction import Transaction
+from .context import Ctx
+from .db import Db, Page
+from .registry import Function, FunctionKind, Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    data: Any
+    version: int
+
+
+class Runtime:
+    """Runs an app's functions against one engine."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        engine: SqliteEngine,
+        *,
+        default_rate: Rate,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.registry = registry
+        self.engine = engine
+        self.default_rate = default_rate
+        self.limiter = limiter or RateLimiter()
+
+    def lookup(self, name: str, principal: Principal, client: str = "") -> Function:
+        """Find the function and check that this caller may call it now."""
+        fn = self.registry.get(name)
+        if fn is None:
+            raise FunctionNotFound(f"There is no function named {name!r}.")
+        if principal.is_anonymous and not fn.public:
+            raise Unauthenticated(f"Function {name!r} needs a signed-in caller: send a token or an API key.")
+        key = (principal.kind, principal.id or client, name)
+        wait = self.limiter.acquire(key, fn.rate or self.default_rate)
+        if wait > 0:
+            raise RateLimited(f"Too many calls to {name!r}: retry in {wait:.2f} s.", retry_after=round(wait, 3))
+        return fn
+
+    async def call(
+        self,
+        principal: Principal,
+        name: str,
+        body: bytes | str,
+        *,
+        request_id: str,
+        client: str = "",
+    ) -> CallResult:
+        """The whole path of one call, from JSON arguments to a result with its version."""
+        fn = self.lookup(name, principal, client)
+        args = fn.parse_args(body)
+        return await self.invoke(fn, principal, args, request_id)
+
+    async def run(self, principal: Principal, name: str, args: dict[str, Any], request_id: str) -> Any:
+        """Call a function from an action, re-validating its arguments."""
+        result = await self.call(principal, name, dumps(args), request_id=request_id)
+        return result.data
+
+    async def invoke(self, fn: Function, principal: Principal, args: dict[str, Any], request_id: str) -> CallResult:
+        try:
+            if fn.kind is FunctionKind.QUERY:
+                read = await self.engine.read(self._bind(fn, principal, args, request_id))
+                return CallResult(read.value, read.version)
+            if fn.kind is FunctionKind.MUTATION:
+                write = await self.engine.write(self._bind(fn, principal, args, request_id))
+                return CallResult(write.value, write.version)
+            return CallResult(await self._act(fn, principal, args, request_id), self.engine.version)
+        except NanoTypeDBError:
+            raise
+        except sqlite3.IntegrityError as exc:
+            log.info("constraint violated in %s [%s]: %s", fn.name, request_id, exc)
+            raise Conflict("The write breaks a uniqueness or reference constraint.") from None
+        except Exception:
+            log.exception("function %s failed [%s]", fn.name, request_id)
+            raise InternalError(
+                f"Function {fn.name!r} failed; the server log has the details (request {request_id})."
+            ) from None
+
+    def _bind(self, fn: Function, principal: Principal, args: dict[str, Any], request_id: str) -> Any:
+        def run(tx: Transaction) -> Any:
+            ctx = Ctx(principal, request_id, Db(tx, principal))
+            return _plain(fn.handler(ctx, **args))
+
+        return run
+
+    async def _act(self, fn: Function, principal: Principal, args: dict[str, Any], request_id: str) -> Any:
+        ctx = Ctx(principal, request_id, None, self)
+        value = fn.handler(ctx, **args)
+        if inspect.isawaitable(value):
+            value = await value
+        return _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    """Results leave the transaction as plain data (pages become dicts)."""
+    return value.to_dict() if isinstance(value, Page) else value

@@ -1,0 +1,1 @@
+"""Standalone helpers that import nothing from the rest of the package."""

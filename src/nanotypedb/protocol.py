@@ -1,0 +1,66 @@
+"""Wire messages shared by the server and the clients: JSON encoding and the WebSocket message types.
+
+Return values serialize as JSON: datetimes as ISO 8601 strings, bytes as base64
+strings, Decimals as strings (so no precision is lost), sets and tuples as arrays.
+"""
+
+from __future__ import annotations
+
+import base64
+import decimal
+from typing import Any, Final
+
+import orjson
+
+from .errors import MalformedMessage
+
+PROTOCOL_VERSION: Final = 1
+
+# Client → server message types.
+AUTH: Final = "auth"
+RPC: Final = "rpc"
+SUBSCRIBE: Final = "subscribe"
+UNSUBSCRIBE: Final = "unsubscribe"
+PING: Final = "ping"
+CLIENT_TYPES: Final = frozenset({AUTH, RPC, SUBSCRIBE, UNSUBSCRIBE, PING})
+
+# Server → client message types.
+RESULT: Final = "result"
+UPDATE: Final = "update"
+ERROR: Final = "error"
+PONG: Final = "pong"
+
+API_KEY_PREFIX: Final = "ntdb_"
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: Any) -> bytes:
+    """Encode a value as compact UTF-8 JSON."""
+    return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def loads(data: str | bytes) -> Any:
+    """Decode JSON, raising MalformedMessage (never a bare ValueError)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedMessage(f"The body is not valid JSON: {exc.msg}.") from None
+
+
+def result(msg_id: Any, data: Any, version: int) -> dict[str, Any]:
+    return {"type": RESULT, "id": msg_id, "data": data, "version": version}
+
+
+def error(msg_id: Any, body: dict[str, Any]) -> dict[str, Any]:
+    return {"type": ERROR, "id": msg_id, "error": body}

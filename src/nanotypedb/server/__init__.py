@@ -1,0 +1,1 @@
+"""Delivery over ASGI: the HTTP routes, the WebSocket session and the error envelope."""

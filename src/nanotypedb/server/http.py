@@ -1,0 +1,68 @@
+"""HTTP handlers: call a function, list functions, describe the API, report health."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..errors import BadRequest, PayloadTooLarge, Unauthenticated
+from ..service import Service
+from .openapi import openapi
+from .responses import json_response, request_id
+
+
+def service_of(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The credential of an `Authorization: Bearer …` header."""
+    if not authorization:
+        return None
+    scheme, _, credential = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise Unauthenticated("Send credentials as `Authorization: Bearer <token or API key>`.")
+    return credential.strip()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def rpc(request: Request) -> Response:
+    """POST /api/rpc/{name}: JSON arguments in, `{"data", "version"}` out."""
+    service = service_of(request)
+    body = await read_body(request, service.config.max_body_bytes)
+    principal = service.authenticate(bearer(request.headers.get("authorization")))
+    if body.strip()[:1] not in (b"", b"{"):
+        raise BadRequest("The body must be a JSON object of the function's arguments.")
+    client = request.client.host if request.client else ""
+    result = await service.runtime.call(
+        principal, request.path_params["name"], body, request_id=request_id(request), client=client
+    )
+    return json_response({"data": result.data, "version": result.version})
+
+
+async def functions(request: Request) -> Response:
+    """GET /api/functions: every function with its kind and argument JSON Schema."""
+    service = service_of(request)
+    return json_response({"functions": [f.describe() for f in service.app.functions]})
+
+
+async def openapi_json(request: Request) -> Response:
+    return json_response(openapi(service_of(request).app))
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok", "version": service_of(request).engine.version})

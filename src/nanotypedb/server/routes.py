@@ -1,0 +1,52 @@
+"""The whole surface of the server in one list, and the ASGI application that serves it."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+
+from ..errors import MethodNotAllowed, NanoTypeDBError, NotFound
+from ..service import Service
+from . import http
+from .middleware import RequestIdMiddleware
+from .responses import as_public_error, error_response, request_id
+from .ws import websocket_endpoint
+
+ROUTES = [
+    Route("/api/rpc/{name}", http.rpc, methods=["POST"]),
+    Route("/api/functions", http.functions, methods=["GET"]),
+    Route("/openapi.json", http.openapi_json, methods=["GET"]),
+    Route("/healthz", http.healthz, methods=["GET"]),
+    WebSocketRoute("/ws", websocket_endpoint),
+]
+
+
+async def _on_error(request: Request, exc: Exception) -> Response:
+    return error_response(as_public_error(exc, request_id(request)), request_id(request))
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error = (
+        MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.")
+        if exc.status_code == 405
+        else NotFound(f"No route {request.url.path}.")
+    )
+    return error_response(error, request_id(request))
+
+
+def build_asgi(service: Service) -> RequestIdMiddleware:
+    """The Starlette app for a service, wrapped so that every response carries a request id."""
+    app = Starlette(
+        routes=ROUTES,
+        exception_handlers={
+            HTTPException: _on_http_error,
+            NanoTypeDBError: _on_error,
+            Exception: _on_error,
+        },
+    )
+    app.state.service = service
+    return RequestIdMiddleware(app)

@@ -1,0 +1,106 @@
+"""A transaction over one connection: typed reads and writes that record a ReadSet and a WriteLog."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..errors import NotFound
+from .query import Condition, Select
+from .reads import ReadSet
+from .schema import TableSchema, quote
+
+Op = Literal["insert", "update", "delete"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One row written: its table, the operation, and the row before and after."""
+
+    table: str
+    op: Op
+    id: int
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class Transaction:
+    """The storage half of `ctx.db`: every method takes already-compiled conditions (RLS included)."""
+
+    def __init__(self, conn: sqlite3.Connection, tables: Mapping[str, TableSchema], *, writable: bool) -> None:
+        self.conn = conn
+        self.tables = tables
+        self.writable = writable
+        self.read_set = ReadSet()
+        self.changes: list[Change] = []
+
+    def table(self, name: str) -> TableSchema:
+        schema = self.tables.get(name)
+        if schema is None:
+            raise NotFound(f"There is no table {name!r}.")
+        return schema
+
+    def select(self, select: Select) -> list[dict[str, Any]]:
+        self.read_set.add(select.table.name, select.equality_filters())
+        sql, params = select.sql()
+        return self._rows(select.table, sql, params)
+
+    def count(self, select: Select) -> int:
+        self.read_set.add(select.table.name, select.equality_filters())
+        sql, params = select.count_sql()
+        return int(self.conn.execute(sql, params).fetchone()[0])
+
+    def get(self, table: TableSchema, row_id: int, conditions: Sequence[Condition] = ()) -> dict[str, Any] | None:
+        self.read_set.add(table.name, {"id": row_id})
+        select = Select(table, (Condition('"id" = ?', (row_id,)), *conditions), limit=None)
+        sql, params = select.sql()
+        rows = self._rows(table, sql, params)
+        return rows[0] if rows else None
+
+    def insert(self, table: TableSchema, values: Mapping[str, Any]) -> dict[str, Any]:
+        row = table.encode_insert(values)
+        cols = ", ".join(quote(c) for c in row)
+        marks = ", ".join("?" * len(row))
+        sql = f"INSERT INTO {quote(table.name)} ({cols}) VALUES ({marks}) RETURNING *"
+        if "id" in values:
+            sql = f'INSERT INTO {quote(table.name)} ("id", {cols}) VALUES (?, {marks}) RETURNING *'
+            after = self._rows(table, sql, [values["id"], *row.values()])[0]
+        else:
+            after = self._rows(table, sql, list(row.values()))[0]
+        self.changes.append(Change(table.name, "insert", after["id"], None, after))
+        return after
+
+    def update(
+        self,
+        table: TableSchema,
+        row_id: int,
+        values: Mapping[str, Any],
+        conditions: Sequence[Condition] = (),
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Returns (before, after), or None when no row with that id passes the conditions."""
+        before = self.get(table, row_id, conditions)
+        if before is None:
+            return None
+        encoded = table.encode_update(values)
+        if not encoded:
+            return before, before
+        sets = ", ".join(f"{quote(c)} = ?" for c in encoded)
+        sql = f'UPDATE {quote(table.name)} SET {sets} WHERE "id" = ? RETURNING *'
+        after = self._rows(table, sql, [*encoded.values(), row_id])[0]
+        self.changes.append(Change(table.name, "update", row_id, before, after))
+        return before, after
+
+    def delete(self, table: TableSchema, row_id: int, conditions: Sequence[Condition] = ()) -> dict[str, Any] | None:
+        before = self.get(table, row_id, conditions)
+        if before is None:
+            return None
+        self.conn.execute(f'DELETE FROM {quote(table.name)} WHERE "id" = ?', (row_id,))
+        self.changes.append(Change(table.name, "delete", row_id, before, None))
+        return before
+
+    def _rows(self, table: TableSchema, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        cur = self.conn.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [table.decode(dict(zip(names, r, strict=True))) for r in cur.fetchall()]
