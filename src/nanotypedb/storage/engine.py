@@ -70,6 +70,16 @@ class _Job:
     outcome: WriteResult[Any] | BaseException | None = None
 
 
+@dataclass(slots=True)
+class EngineStats:
+    """Counters of the writer: `group_commits` < `mutations` means mutations shared an fsync."""
+
+    mutations: int = 0
+    failed_mutations: int = 0
+    group_commits: int = 0
+    largest_batch: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class OpenReport:
     migrations: list[Migration]
@@ -122,6 +132,7 @@ class SqliteEngine:
         self._reader_lock = threading.Lock()
         self._listeners: list[Callable[[list[Commit]], None]] = []
         self._closed = False
+        self.stats = EngineStats()
 
     @property
     def version(self) -> int:
@@ -208,6 +219,7 @@ class SqliteEngine:
             if version != self._version:
                 conn.execute("UPDATE _meta SET value = ? WHERE key = 'version'", (version,))
             conn.execute("COMMIT")
+            self._count(batch, commits)
         except sqlite3.Error as exc:
             log.exception("group commit failed")
             if conn.in_transaction:
@@ -221,6 +233,12 @@ class SqliteEngine:
         self._version = version
         self._resolve(batch)
         self._announce(commits)
+
+    def _count(self, batch: list[_Job], commits: list[Commit]) -> None:
+        self.stats.group_commits += 1
+        self.stats.mutations += len(commits)
+        self.stats.failed_mutations += len(batch) - len(commits)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
 
     def _run_job(self, conn: sqlite3.Connection, job: _Job, version: int, commits: list[Commit]) -> int:
         conn.execute("SAVEPOINT mutation")
