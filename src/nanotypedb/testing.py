@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -52,7 +51,6 @@ class TestServer:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self) -> TestServer:
-        sys.setswitchinterval(0.0005)
         self.service = Service(self.app, self.config)
         self.service.open()
         config = uvicorn.Config(

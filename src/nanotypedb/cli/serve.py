@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 import uvicorn
@@ -17,9 +16,6 @@ log = logging.getLogger("nanotypedb")
 
 def run(config: Config) -> None:
     logging.getLogger().setLevel(config.log_level.upper())
-    # Shorter GIL switch interval: the writer and reader threads hand results back to the
-    # event loop many times per millisecond, and the 5 ms default makes them queue behind it.
-    sys.setswitchinterval(0.0005)
     service = Service(load_app(config.app), config)
     report = service.open()
     _announce(service, config, report)

@@ -21,7 +21,11 @@ HISTORY: tuple[tuple[int, str, str], ...] = (
     ),
     (3, "index tasks by status", "CREATE INDEX ix_tasks_status ON tasks (status)"),
     (4, "add tasks.updated_at", "ALTER TABLE tasks ADD COLUMN updated_at TEXT"),
-    (5, "index tasks by creation time", "CREATE INDEX ix_tasks_created_at ON tasks (created_at)"),
+    (
+        5,
+        "normalise legacy status values",
+        "UPDATE tasks SET status = 'completed' WHERE status IN ('done', 'complete')",
+    ),
     (
         6,
         "row-level security: tasks.owner_id",

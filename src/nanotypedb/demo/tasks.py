@@ -30,7 +30,7 @@ def _now() -> dt.datetime:
 class Task(Table, table="tasks", policy=owner_policy("owner_id")):
     title: str
     status: Status = column("pending", index=True)
-    created_at: dt.datetime = column(default_factory=_now, index=True)
+    created_at: dt.datetime = column(default_factory=_now)
     updated_at: dt.datetime | None = None
     owner_id: str | None = column(None, index=True)
 

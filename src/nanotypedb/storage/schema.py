@@ -218,6 +218,9 @@ class TableSchema:
     policy: Any = None
     model: type | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    _decoders: dict[tuple[str, ...], list[tuple[str, Callable[[Any], Any]]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def ddl(self) -> list[str]:
         cols = ", ".join(['"id" INTEGER PRIMARY KEY', *(c.ddl() for c in self.columns.values())])
@@ -254,6 +257,18 @@ class TableSchema:
         if "id" in values:
             raise _invalid("id", "cannot be changed")
         return {name: self.columns[name].to_sql(v) for name, v in values.items()}
+
+    def decoders(self, names: tuple[str, ...]) -> list[tuple[str, Callable[[Any], Any]]]:
+        """(column, decoder) for each column of a result that SQLite cannot return as Python wants it."""
+        cached = self._decoders.get(names)
+        if cached is None:
+            cached = [
+                (n, _DECODERS[self.columns[n].kind])
+                for n in names
+                if n in self.columns and self.columns[n].kind in _DECODERS
+            ]
+            self._decoders[names] = cached
+        return cached
 
     def decode(self, row: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -102,5 +102,12 @@ class Transaction:
 
     def _rows(self, table: TableSchema, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         cur = self.conn.execute(sql, params)
-        names = [d[0] for d in cur.description]
-        return [table.decode(dict(zip(names, r, strict=True))) for r in cur.fetchall()]
+        names = tuple(d[0] for d in cur.description)
+        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        # Column by column: one Python loop per column that needs decoding, not per cell.
+        for name, decode in table.decoders(names):
+            for row in rows:
+                value = row[name]
+                if value is not None:
+                    row[name] = decode(value)
+        return rows
