@@ -189,8 +189,9 @@ def from_dict(body: dict[str, Any]) -> NanoTypeDBError:
     cls = BY_CODE.get(str(body.get("code")), NanoTypeDBError)
     if cls is RateLimited:
         retry = (body.get("details") or {}).get("retry_after", 1.0)
-        return RateLimited(body.get("message"), retry_after=float(retry))
-    err = cls(body.get("message"), details=body.get("details"))
+        err: NanoTypeDBError = RateLimited(body.get("message"), retry_after=float(retry))
+    else:
+        err = cls(body.get("message"), details=body.get("details"))
     err.request_id = body.get("request_id")  # type: ignore[attr-defined]
     return err
 

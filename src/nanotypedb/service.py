@@ -58,13 +58,21 @@ def load_app(spec: str) -> App:
     target, _, attr = spec.partition(":") if not _is_windows_path(spec) else (spec, "", "")
     attr = attr or "app"
     try:
-        module = _import_path(Path(target)) if target.endswith(".py") else importlib.import_module(target)
-    except (ImportError, FileNotFoundError) as exc:
+        module = _import_path(Path(target)) if target.endswith(".py") else _import_module(target)
+    except (ImportError, FileNotFoundError, SyntaxError) as exc:
         raise ConfigError(f"Cannot load the app {spec!r}: {exc}.") from exc
     app = getattr(module, attr, None)
     if not isinstance(app, App):
         raise ConfigError(f"{spec!r}: {attr!r} is not a nanotypedb.App.")
     return app
+
+
+def _import_module(name: str) -> object:
+    # Like uvicorn, look in the working directory too: the installed `nanotypedb` script, unlike
+    # `python -m`, does not put it on sys.path, and `--app myapp:app` should find ./myapp.py.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return importlib.import_module(name)
 
 
 def _is_windows_path(spec: str) -> bool:

@@ -13,6 +13,7 @@ class Setting:
     default: Any
     help: str
     type: type = str
+    choices: tuple[str, ...] = ()  # when set, any other value is refused at start-up
 
     @property
     def flag(self) -> str:
@@ -33,6 +34,7 @@ SETTINGS: tuple[Setting, ...] = (
         "durability",
         "full",
         "full: fsync each commit, survives power loss; normal: survives a process crash.",
+        choices=("full", "normal"),
     ),
     Setting("rate_limit", "100/s burst 200", "Default rate limit per caller and function."),
     Setting("max_body_bytes", 1_048_576, "Largest HTTP request body accepted (413 above).", int),
@@ -43,7 +45,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("jwks_file", "", "JWKS JSON file of public keys for RS256/ES256 user tokens."),
     Setting("jwt_audience", "", "Required `aud` of user tokens (empty: tokens must carry none)."),
     Setting("jwt_issuer", "", "Required `iss` of user tokens (empty: not checked)."),
-    Setting("log_level", "info", "Log level: debug, info, warning or error."),
+    Setting(
+        "log_level", "info", "Log level: debug, info, warning or error.", choices=("debug", "info", "warning", "error")
+    ),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,10 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm=HS256)
 
 
+# Verified tokens remembered at once; past this the memory is cleared and refilled.
+_CACHE_SIZE = 10_000
+
+
 class TokenVerifier:
     """Checks a user's JWT and returns its claims, or raises InvalidToken saying what was wrong.
 
@@ -99,6 +104,7 @@ class TokenVerifier:
     ) -> None:
         _check_secret(secret)
         self._secret = secret
+        self._cache: dict[str, dict[str, Any]] = {}
         self._public_key = _load_pem(public_key_pem) if public_key_pem is not None else None
         self._jwks = _load_jwks(jwks) if jwks is not None else {}
         self.audience = audience
@@ -120,7 +126,21 @@ class TokenVerifier:
         return cls(secret, public_key_pem=pem, jwks=jwks, audience=audience, issuer=issuer)
 
     def verify(self, token: str) -> dict[str, Any]:
-        """The token's claims, once its signature, expiry, audience and issuer are checked."""
+        """The token's claims, once its signature, expiry, audience and issuer are checked.
+
+        A verified token is remembered until its `exp`: clients send the same token with
+        every request, and checking a signature costs more than the rest of a small call.
+        """
+        cached = self._cache.get(token)
+        if cached is not None and cached["exp"] > time.time():
+            return cached
+        claims = self._verify(token)
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()  # many distinct live tokens: start over rather than track age
+        self._cache[token] = claims
+        return claims
+
+    def _verify(self, token: str) -> dict[str, Any]:
         header = _read_header(token)
         alg = header.get("alg")
         key = self._key_for(alg, header.get("kid"))

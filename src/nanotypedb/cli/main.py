@@ -25,7 +25,7 @@ def _option(setting: Setting) -> Any:
         envvar=setting.env,
         default=setting.default,
         show_default=True,
-        type=setting.type,
+        type=click.Choice(setting.choices, case_sensitive=False) if setting.choices else setting.type,
         help=f"{setting.help} [env: {setting.env}]",
     )
 
@@ -83,7 +83,11 @@ def _store(data_dir: str) -> KeyStore:
 @_with_settings("data_dir")
 def keys_create(name: str, data_dir: str) -> None:
     """Create an admin API key; the key is printed once, alone on stdout."""
-    record, plaintext = _store(data_dir).create(name)
+    try:
+        record, plaintext = _store(data_dir).create(name)
+    except NanoTypeDBError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
     click.echo(f"Created key {record.id} ({record.name}). Store it now: it is not shown again.", err=True)
     click.echo(plaintext)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 
 import click
 import uvicorn
@@ -19,7 +23,7 @@ def run(config: Config) -> None:
     service = Service(load_app(config.app), config)
     report = service.open()
     _announce(service, config, report)
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             build_asgi(service),
             host=config.host,
@@ -37,6 +41,26 @@ def run(config: Config) -> None:
         # uvicorn has stopped accepting and finished in-flight requests; now drain the writer.
         service.close()
         log.info("databases closed cleanly")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a SIGTERM or SIGINT ends `run()` normally.
+
+    uvicorn re-raises the signal once it has shut down, which would kill the process (or raise
+    KeyboardInterrupt) before the databases are closed; we close them and exit with code 0 instead.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals can only be handled on the main thread
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _announce(service: Service, config: Config, report: object) -> None:

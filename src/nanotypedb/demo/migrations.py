@@ -29,7 +29,11 @@ HISTORY: tuple[tuple[int, str, str], ...] = (
     (
         6,
         "row-level security: tasks.owner_id",
-        "ALTER TABLE tasks ADD COLUMN owner_id TEXT; CREATE INDEX ix_tasks_owner_id ON tasks (owner_id)",
+        # Every user read is now scoped by owner, which makes the status index dead weight
+        # on each insert; the owner index serves listTasks (rows come back in id order).
+        "ALTER TABLE tasks ADD COLUMN owner_id TEXT;"
+        " CREATE INDEX ix_tasks_owner_id ON tasks (owner_id);"
+        " DROP INDEX ix_tasks_status",
     ),
     (
         7,

@@ -29,7 +29,7 @@ def _now() -> dt.datetime:
 @app.table
 class Task(Table, table="tasks", policy=owner_policy("owner_id")):
     title: str
-    status: Status = column("pending", index=True)
+    status: Status = "pending"
     created_at: dt.datetime = column(default_factory=_now)
     updated_at: dt.datetime | None = None
     owner_id: str | None = column(None, index=True)

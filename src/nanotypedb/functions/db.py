@@ -144,7 +144,7 @@ class Query:
         return replace(self, max_rows=n)
 
     def all(self) -> list[dict[str, Any]]:
-        return self._filtered(self.db._tx.select(self._select()))
+        return self._rows()
 
     def first(self) -> dict[str, Any] | None:
         rows = replace(self, max_rows=1).all()
@@ -158,11 +158,8 @@ class Query:
     def paginate(self, limit: int = 50, cursor: str | None = None) -> Page:
         """Keyset pagination: stable under concurrent inserts, and every page passes RLS again."""
         order = self._keyset_order()
-        query = replace(self, order=order).limit(limit)
         extra = (cursor_condition(order, cursor),) if cursor else ()
-        rows = query._filtered(
-            self.db._tx.select(replace(query._select(), conditions=query._select().conditions + extra))
-        )
+        rows = replace(self, order=order).limit(limit)._rows(extra)
         done = len(rows) < limit
         next_cursor = None if done or not rows else encode_cursor(rows[-1], order, self.table)
         return Page(rows, next_cursor, done)
@@ -184,8 +181,16 @@ class Query:
             return None
         return self.table.policy.read.predicate
 
-    def _filtered(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _rows(self, extra: tuple[Condition, ...] = ()) -> list[dict[str, Any]]:
+        """At most `max_rows` rows the caller may see, `extra` conditions included.
+
+        A predicate rule runs after the SQL, so with one the SQL reads without its LIMIT: a LIMIT
+        before the predicate would count rows the predicate then drops, and cut pages short.
+        """
+        select = self._select()
+        select = replace(select, conditions=select.conditions + extra)
         pred = self._predicate()
         if pred is None:
-            return rows
-        return [r for r in rows if pred(self.db.principal, r)]
+            return self.db._tx.select(select)
+        rows = [r for r in self.db._tx.select(replace(select, limit=None)) if pred(self.db.principal, r)]
+        return rows if self.max_rows is None else rows[: self.max_rows]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pydantic
 
-from ..errors import ConfigError, ValidationFailed
+from ..errors import ConfigError, MalformedMessage, ValidationFailed
 from ..lib.ratelimit import Rate
 from ..storage.schema import check_name
 
@@ -40,10 +40,15 @@ class Function:
     description: str = ""
 
     def parse_args(self, body: bytes | str) -> dict[str, Any]:
-        """Validate JSON arguments against the signature; raise ValidationFailed with each field's error."""
+        """Validate JSON arguments against the signature.
+
+        Raises MalformedMessage when the body is not JSON, ValidationFailed with each field's error otherwise.
+        """
         try:
             model = self.args.model_validate_json(body or b"{}")
         except pydantic.ValidationError as exc:
+            if any(e["type"] == "json_invalid" for e in exc.errors(include_url=False)):
+                raise MalformedMessage(f"The arguments are not valid JSON: {_fields(exc)[0]['message']}.") from None
             raise ValidationFailed(
                 f"Invalid arguments for {self.name!r}: {_summary(exc)}", details=_fields(exc)
             ) from None
@@ -79,7 +84,8 @@ def _summary(exc: pydantic.ValidationError) -> str:
 
 def args_model(name: str, handler: Callable[..., Any]) -> type[pydantic.BaseModel]:
     """A pydantic model of every parameter after `ctx`, from the handler's type hints."""
-    hints = typing.get_type_hints(handler)
+    # include_extras keeps Annotated constraints (min_length, ge, …), which are part of the signature.
+    hints = typing.get_type_hints(handler, include_extras=True)
     params = list(inspect.signature(handler).parameters.values())[1:]
     fields: dict[str, Any] = {}
     for p in params:

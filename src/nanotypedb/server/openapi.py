@@ -33,7 +33,18 @@ def _errors() -> dict[str, Any]:
     return {str(s): {"$ref": "#/components/responses/Error"} for s in statuses}
 
 
-def _function_path(fn: Any) -> dict[str, Any]:
+# Nested models go to components/schemas: a `#/$defs/...` reference inside a path would
+# resolve against the root of this document, where there is no `$defs`.
+_REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+def _args_schema(fn: Any, schemas: dict[str, Any]) -> dict[str, Any]:
+    schema: dict[str, Any] = fn.args.model_json_schema(ref_template=_REF_TEMPLATE)
+    schemas.update(schema.pop("$defs", {}))
+    return schema
+
+
+def _function_path(fn: Any, schemas: dict[str, Any]) -> dict[str, Any]:
     ok = {"type": "object", "properties": {"data": {}, "version": {"type": "integer"}}}
     return {
         "post": {
@@ -43,7 +54,7 @@ def _function_path(fn: Any) -> dict[str, Any]:
             "security": [] if fn.public else [{"bearer": []}],
             "requestBody": {
                 "required": False,
-                "content": {"application/json": {"schema": fn.args.model_json_schema()}},
+                "content": {"application/json": {"schema": _args_schema(fn, schemas)}},
             },
             "responses": {"200": _json(ok, "The result and its version."), **_errors()},
         }
@@ -51,7 +62,8 @@ def _function_path(fn: Any) -> dict[str, Any]:
 
 
 def openapi(app: App) -> dict[str, Any]:
-    paths: dict[str, Any] = {f"/api/rpc/{fn.name}": _function_path(fn) for fn in app.functions}
+    schemas: dict[str, Any] = {}
+    paths: dict[str, Any] = {f"/api/rpc/{fn.name}": _function_path(fn, schemas) for fn in app.functions}
     paths["/api/functions"] = {"get": {"summary": "List functions", "responses": {"200": {"description": "Functions"}}}}
     paths["/openapi.json"] = {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}}
     paths["/healthz"] = {"get": {"summary": "Process is up", "responses": {"200": {"description": "ok"}}}}
@@ -66,6 +78,7 @@ def openapi(app: App) -> dict[str, Any]:
         "info": {"title": f"NanoTypeDB: {app.name}", "version": "1"},
         "paths": paths,
         "components": {
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "responses": {"Error": _json(_ERROR, "An error, in the one envelope.")},
         },

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -15,17 +18,38 @@ from .middleware import RequestIdMiddleware
 from .responses import as_public_error, error_response, request_id
 from .ws import websocket_endpoint
 
-ROUTES = [
-    Route("/api/rpc/{name}", http.rpc, methods=["POST"]),
-    Route("/api/functions", http.functions, methods=["GET"]),
-    Route("/openapi.json", http.openapi_json, methods=["GET"]),
-    Route("/healthz", http.healthz, methods=["GET"]),
-    WebSocketRoute("/ws", websocket_endpoint),
-]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 async def _on_error(request: Request, exc: Exception) -> Response:
     return error_response(as_public_error(exc, request_id(request)), request_id(request))
+
+
+def _answered(endpoint: Endpoint) -> Endpoint:
+    """Turn every error of an endpoint into the envelope here.
+
+    Starlette sends an `Exception` handler's response from ServerErrorMiddleware and then
+    re-raises, so uvicorn logs the error a second time and drops the keep-alive connection:
+    the client's next request on it fails with a reset.
+    """
+
+    @functools.wraps(endpoint)
+    async def answer(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except Exception as exc:
+            return await _on_error(request, exc)
+
+    return answer
+
+
+ROUTES = [
+    Route("/api/rpc/{name}", _answered(http.rpc), methods=["POST"]),
+    Route("/api/functions", _answered(http.functions), methods=["GET"]),
+    Route("/openapi.json", _answered(http.openapi_json), methods=["GET"]),
+    Route("/healthz", _answered(http.healthz), methods=["GET"]),
+    WebSocketRoute("/ws", websocket_endpoint),
+]
 
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:

@@ -1,13 +1,16 @@
-"""One WebSocket connection: authenticate, run calls concurrently up to a bound, answer pings."""
+"""One WebSocket connection: authenticate, run calls concurrently up to a bound, answer pings.
+
+The session speaks raw ASGI rather than through Starlette's WebSocket wrapper: every
+frame of a busy connection passes here, and each wrapper layer costs a little on each.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.types import Receive, Scope, Send
 
 from .. import protocol
 from ..auth.principal import ANONYMOUS, Principal
@@ -20,46 +23,65 @@ from .responses import as_public_error
 log = logging.getLogger(__name__)
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
 class Session:
     """The state of one connection: who is calling and which calls are still running."""
 
-    def __init__(self, websocket: WebSocket, service: Service) -> None:
-        self.ws = websocket
+    def __init__(self, scope: Scope, receive: Receive, send: Send, service: Service) -> None:
+        self.scope = scope
+        self.receive = receive
+        self._send = send
         self.service = service
         self.principal: Principal = ANONYMOUS
         self.in_flight: set[asyncio.Task[None]] = set()
-        client = websocket.client
-        self.client = client.host if client else ""
+        self.open = False
+        client = scope.get("client")
+        self.client = str(client[0]) if client else ""
 
     async def run(self) -> None:
-        await self.ws.accept()
-        try:
-            self.principal = self.service.authenticate(bearer(self.ws.headers.get("authorization")))
-        except NanoTypeDBError as exc:
-            # Say why before closing: a browser cannot read the reason of a refused handshake.
-            await self.send_error(None, exc, request_id())
-            await self.ws.close(code=4401, reason=exc.code)
+        if (await self.receive())["type"] != "websocket.connect":
+            return
+        await self._send({"type": "websocket.accept"})
+        self.open = True
+        if not await self.authenticate_handshake():
             return
         try:
-            while True:
-                message = await self.ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                await self.handle(message.get("text") or message.get("bytes") or "")
-        except WebSocketDisconnect:
-            pass
+            await self.serve()
         finally:
             # Calls already started finish (their writes commit) even if nobody hears the reply.
             if self.in_flight:
                 await asyncio.gather(*self.in_flight, return_exceptions=True)
 
+    async def authenticate_handshake(self) -> bool:
+        try:
+            self.principal = self.service.authenticate(bearer(_header(self.scope, b"authorization")))
+        except NanoTypeDBError as exc:
+            # Say why before closing: a browser cannot read the reason of a refused handshake.
+            await self.send_error(None, exc, request_id())
+            await self.close(4401, exc.code)
+            return False
+        return True
+
+    async def serve(self) -> None:
+        while True:
+            message = await self.receive()
+            if message["type"] != "websocket.receive":
+                self.open = False
+                return
+            await self.handle(message.get("text") or message.get("bytes") or "")
+
     async def handle(self, raw: str | bytes) -> None:
         msg_id: Any = None
         try:
-            if len(raw) > self.service.config.ws_max_frame_bytes:
-                raise PayloadTooLarge(
-                    f"The frame is {len(raw)} bytes; the limit is {self.service.config.ws_max_frame_bytes}."
-                )
+            limit = self.service.config.ws_max_frame_bytes
+            if len(raw) > limit:
+                raise PayloadTooLarge(f"The frame is {len(raw)} bytes; the limit is {limit}.")
             msg = protocol.loads(raw)
             if not isinstance(msg, dict):
                 raise MalformedMessage("A message must be a JSON object with a `type`.")
@@ -70,10 +92,10 @@ class Session:
 
     async def dispatch(self, msg: dict[str, Any], msg_id: Any) -> None:
         kind = msg.get("type")
-        if kind == protocol.PING:
-            await self.send({"type": protocol.PONG, "id": msg_id})
-        elif kind == protocol.RPC:
+        if kind == protocol.RPC:
             self.start_call(msg, msg_id)
+        elif kind == protocol.PING:
+            await self.send({"type": protocol.PONG, "id": msg_id})
         elif kind == protocol.AUTH:
             await self.auth(msg, msg_id)
         else:
@@ -116,12 +138,25 @@ class Session:
         await self.send(protocol.error(msg_id, as_public_error(exc, rid).to_dict(rid)))
 
     async def send(self, message: dict[str, Any]) -> None:
-        if self.ws.application_state is not WebSocketState.CONNECTED:
+        if not self.open:
             return
-        # A client that went away raises here; the next receive() ends the session.
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-            await self.ws.send_text(protocol.dumps(message).decode())
+        try:
+            await self._send({"type": "websocket.send", "text": protocol.dumps(message).decode()})
+        except (OSError, RuntimeError):
+            # The client went away mid-send; the next receive() ends the session.
+            self.open = False
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.open:
+            self.open = False
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-async def websocket_endpoint(websocket: WebSocket) -> None:
-    await Session(websocket, websocket.app.state.service).run()
+class WebSocketEndpoint:
+    """The ASGI app behind /ws (a class, so Starlette passes it raw ASGI messages)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await Session(scope, receive, send, scope["app"].state.service).run()
+
+
+websocket_endpoint = WebSocketEndpoint()

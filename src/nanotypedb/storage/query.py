@@ -121,7 +121,11 @@ def decode_cursor(cursor: str, width: int) -> list[Any]:
         values = orjson.loads(raw)
     except (ValueError, orjson.JSONDecodeError):
         values = None
-    if not isinstance(values, list) or len(values) != width:
+    if (
+        not isinstance(values, list)
+        or len(values) != width
+        or not all(v is None or isinstance(v, str | int | float) for v in values)
+    ):
         raise ValidationFailed(
             "The cursor is not one this query returned; pass the `cursor` of the previous page.",
             details=[{"field": "cursor", "message": "invalid cursor"}],

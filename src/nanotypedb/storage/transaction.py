@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -61,14 +62,11 @@ class Transaction:
 
     def insert(self, table: TableSchema, values: Mapping[str, Any]) -> dict[str, Any]:
         row = table.encode_insert(values)
-        cols = ", ".join(quote(c) for c in row)
-        marks = ", ".join("?" * len(row))
-        sql = f"INSERT INTO {quote(table.name)} ({cols}) VALUES ({marks}) RETURNING *"
+        params = list(row.values())
         if "id" in values:
-            sql = f'INSERT INTO {quote(table.name)} ("id", {cols}) VALUES (?, {marks}) RETURNING *'
-            after = self._rows(table, sql, [values["id"], *row.values()])[0]
-        else:
-            after = self._rows(table, sql, list(row.values()))[0]
+            row = {"id": values["id"], **row}
+            params.insert(0, values["id"])
+        after = self._rows(table, _insert_sql(table.name, tuple(row)), params)[0]
         self.changes.append(Change(table.name, "insert", after["id"], None, after))
         return after
 
@@ -111,3 +109,11 @@ class Transaction:
                 if value is not None:
                     row[name] = decode(value)
         return rows
+
+
+@functools.lru_cache(maxsize=1024)
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    """The INSERT for one table and set of columns, built once: quoting checks every name."""
+    cols = ", ".join(quote(c) for c in columns)
+    marks = ", ".join("?" * len(columns))
+    return f"INSERT INTO {quote(table)} ({cols}) VALUES ({marks}) RETURNING *"
