@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -17,6 +17,7 @@ from _clients import OpError
 
 C = TypeVar("C")
 Op = Callable[[C, int], Awaitable[object]]
+CpuProbe = Callable[[], float]  # cumulative CPU seconds of one process
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Measurement:
     latencies_s: list[float] = field(default_factory=list)
     errors: int = 0
     first_error: str | None = None
+    cpu: dict[str, float] = field(default_factory=dict)  # share of one core, by process
 
     @property
     def ops(self) -> int:
@@ -74,9 +76,29 @@ class _Window(Generic[C]):
                 self.result.latencies_s.append(t1 - t0)
 
 
-async def measure(clients: Sequence[C], op: Op[C], warmup: float, duration: float) -> Measurement:
-    """Drive every client concurrently: `warmup` seconds discarded, then `duration` measured."""
+async def measure(
+    clients: Sequence[C],
+    op: Op[C],
+    warmup: float,
+    duration: float,
+    probes: Mapping[str, CpuProbe] | None = None,
+) -> Measurement:
+    """Drive every client concurrently: `warmup` seconds discarded, then `duration` measured.
+
+    `probes` are sampled across the window, to show whether the server or the load
+    generator was the one running out of CPU.
+    """
     start = time.perf_counter() + warmup
     window = _Window(op, start, start + duration, Measurement(duration), itertools.count())
-    await asyncio.gather(*(window.drive(client) for client in clients))
+    sampling = _sample_cpu(probes or {}, start, start + duration, window.result)
+    await asyncio.gather(sampling, *(window.drive(client) for client in clients))
     return window.result
+
+
+async def _sample_cpu(probes: Mapping[str, CpuProbe], start: float, end: float, into: Measurement) -> None:
+    await asyncio.sleep(max(0.0, start - time.perf_counter()))
+    t0, before = time.perf_counter(), {name: probe() for name, probe in probes.items()}
+    await asyncio.sleep(max(0.0, end - time.perf_counter()))
+    elapsed = time.perf_counter() - t0
+    for name, probe in probes.items():
+        into.cpu[name] = round((probe() - before[name]) / elapsed, 3)

@@ -14,36 +14,47 @@ from typing import Any
 
 from _load import Measurement
 
-COLUMNS = ("scenario", "system", "transport", "durability", "clients", "ops/s", "p50 ms", "p99 ms")
+KEYS = ("scenario", "system", "transport", "durability", "clients")
+COLUMNS = (*KEYS, "ops/s", "p50 ms", "p99 ms", "load cpu", "server cpu")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One operation, over one transport, from a number of concurrent clients."""
+
+    name: str
+    transport: str
+    clients: int
 
 
 @dataclass(frozen=True)
 class Row:
-    """One measured scenario: what ran against what, and what came out."""
+    """One measurement: a scenario run against a system at a durability, and what came out."""
 
-    scenario: str
     system: str
-    transport: str
     durability: str
-    clients: int
+    scenario: Scenario
     result: Measurement
 
     def key(self) -> tuple[str, str, str, str, int]:
-        return (self.scenario, self.system, self.transport, self.durability, self.clients)
+        s = self.scenario
+        return (s.name, self.system, s.transport, self.durability, s.clients)
 
     def cells(self) -> list[str]:
         p50, p99 = self.result.percentile_ms(0.50), self.result.percentile_ms(0.99)
-        return [*map(str, self.key()), f"{self.result.ops_per_s:,.0f}", _ms(p50), _ms(p99)]
+        cpu = [_share(self.result.cpu.get(name)) for name in ("load", "server")]
+        return [*map(str, self.key()), f"{self.result.ops_per_s:,.0f}", _ms(p50), _ms(p99), *cpu]
 
     def to_json(self) -> dict[str, Any]:
         r = self.result
         return {
-            **dict(zip(COLUMNS[:5], self.key(), strict=True)),
+            **dict(zip(KEYS, self.key(), strict=True)),
             "ops": r.ops,
             "seconds": r.seconds,
             "ops_per_s": round(r.ops_per_s, 1),
             "p50_ms": _round(r.percentile_ms(0.50)),
             "p99_ms": _round(r.percentile_ms(0.99)),
+            "cpu_share_of_one_core": r.cpu,
             "errors": r.errors,
             "first_error": r.first_error,
         }
@@ -82,6 +93,10 @@ class Target:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def _round(value: float | None) -> float | None:

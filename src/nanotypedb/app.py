@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -88,6 +89,11 @@ def _function(
     optimistic: Any = None,
 ) -> Function:
     fname = name or handler.__name__
+    if kind is not FunctionKind.ACTION and inspect.iscoroutinefunction(handler):
+        raise ConfigError(
+            f"{kind.value} {fname!r} is `async def`: queries and mutations run inside one database "
+            "transaction and must be plain `def`. Use an action for work that awaits."
+        )
     parsed = Rate.parse(rate) if isinstance(rate, str) else rate
     doc = (handler.__doc__ or "").strip()
     return Function(fname, kind, handler, args_model(fname, handler), public, parsed, optimistic, doc)

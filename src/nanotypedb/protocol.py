@@ -58,6 +58,17 @@ def loads(data: str | bytes) -> Any:
         raise MalformedMessage(f"The body is not valid JSON: {exc.msg}.") from None
 
 
+def http_result(encoded: bytes, version: int) -> bytes:
+    """`{"data": …, "version": N}` around a result already encoded as JSON."""
+    return b'{"data":' + encoded + b',"version":' + str(version).encode() + b"}"
+
+
+def ws_result(msg_id: Any, encoded: bytes, version: int) -> bytes:
+    """A `result` message around a result already encoded as JSON."""
+    head = b'{"type":"result","id":' + dumps(msg_id) + b',"data":'
+    return head + encoded + b',"version":' + str(version).encode() + b"}"
+
+
 def result(msg_id: Any, data: Any, version: int) -> dict[str, Any]:
     return {"type": RESULT, "id": msg_id, "data": data, "version": version}
 

@@ -111,7 +111,6 @@ class Service:
         self.engine = SqliteEngine(
             self.paths.env_db(DEFAULT_ENVIRONMENT),
             durability=Durability(config.durability),
-            readers=config.readers,
         )
         self.runtime = Runtime(app.functions, self.engine, default_rate=Rate.parse(config.rate_limit))
         self.first_admin_key: str | None = None

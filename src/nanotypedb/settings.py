@@ -40,7 +40,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_body_bytes", 1_048_576, "Largest HTTP request body accepted (413 above).", int),
     Setting("ws_max_frame_bytes", 1_048_576, "Largest WebSocket frame accepted.", int),
     Setting("ws_max_in_flight", 64, "Calls one WebSocket may have running at once.", int),
-    Setting("readers", 4, "Reader threads (each with its own SQLite connection).", int),
     Setting("jwt_public_key", "", "PEM file of a public key for RS256/ES256 user tokens."),
     Setting("jwks_file", "", "JWKS JSON file of public keys for RS256/ES256 user tokens."),
     Setting("jwt_audience", "", "Required `aud` of user tokens (empty: tokens must carry none)."),
@@ -67,7 +66,6 @@ class Config:
     max_body_bytes: int = 1_048_576
     ws_max_frame_bytes: int = 1_048_576
     ws_max_in_flight: int = 64
-    readers: int = 4
     jwt_public_key: str = ""
     jwks_file: str = ""
     jwt_audience: str = ""

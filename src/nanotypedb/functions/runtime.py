@@ -10,6 +10,7 @@ from typing import Any
 
 from ..auth.principal import Principal
 from ..errors import (
+    BadRequest,
     Conflict,
     FunctionNotFound,
     InternalError,
@@ -30,8 +31,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class CallResult:
+    """A function's result, already encoded as JSON (`encoded`), and the version it saw or made."""
+
     data: Any
     version: int
+    encoded: bytes
 
 
 class Runtime:
@@ -75,22 +79,30 @@ class Runtime:
         """The whole path of one call, from JSON arguments to a result with its version."""
         fn = self.lookup(name, principal, client)
         args = fn.parse_args(body)
-        return await self.invoke(fn, principal, args, request_id)
+        return await self.invoke(fn, principal, args, request_id, client)
 
-    async def run(self, principal: Principal, name: str, args: dict[str, Any], request_id: str) -> Any:
-        """Call a function from an action, re-validating its arguments."""
-        result = await self.call(principal, name, dumps(args), request_id=request_id)
+    async def run(
+        self, principal: Principal, kind: FunctionKind, name: str, args: dict[str, Any], request_id: str, client: str
+    ) -> Any:
+        """Call a query or mutation from an action, as the same caller, re-validating its arguments."""
+        fn = self.lookup(name, principal, client)
+        if fn.kind is not kind:
+            raise BadRequest(f"{name!r} is a {fn.kind.value}, not a {kind.value}: call it with run_{fn.kind.value}.")
+        result = await self.invoke(fn, principal, fn.parse_args(dumps(args)), request_id, client)
         return result.data
 
-    async def invoke(self, fn: Function, principal: Principal, args: dict[str, Any], request_id: str) -> CallResult:
+    async def invoke(
+        self, fn: Function, principal: Principal, args: dict[str, Any], request_id: str, client: str = ""
+    ) -> CallResult:
         try:
             if fn.kind is FunctionKind.QUERY:
                 read = await self.engine.read(self._bind(fn, principal, args, request_id))
-                return CallResult(read.value, read.version)
+                return CallResult(read.value[0], read.version, read.value[1])
             if fn.kind is FunctionKind.MUTATION:
                 write = await self.engine.write(self._bind(fn, principal, args, request_id))
-                return CallResult(write.value, write.version)
-            return CallResult(await self._act(fn, principal, args, request_id), self.engine.version)
+                return CallResult(write.value[0], write.version, write.value[1])
+            value = await self._act(fn, principal, args, request_id, client)
+            return CallResult(value, self.engine.version, _encode(fn, value))
         except NanoTypeDBError:
             raise
         except sqlite3.IntegrityError as exc:
@@ -103,14 +115,16 @@ class Runtime:
             ) from None
 
     def _bind(self, fn: Function, principal: Principal, args: dict[str, Any], request_id: str) -> Any:
-        def run(tx: Transaction) -> Any:
+        def run(tx: Transaction) -> tuple[Any, bytes]:
             ctx = Ctx(principal, request_id, Db(tx, principal))
-            return _plain(fn.handler(ctx, **args))
+            value = _plain(fn.handler(ctx, **args))
+            # Encoded inside the transaction: a mutation whose result cannot be sent rolls back.
+            return value, _encode(fn, value)
 
         return run
 
-    async def _act(self, fn: Function, principal: Principal, args: dict[str, Any], request_id: str) -> Any:
-        ctx = Ctx(principal, request_id, None, self)
+    async def _act(self, fn: Function, principal: Principal, args: dict[str, Any], request_id: str, client: str) -> Any:
+        ctx = Ctx(principal, request_id, None, self, client)
         value = fn.handler(ctx, **args)
         if inspect.isawaitable(value):
             value = await value
@@ -120,3 +134,13 @@ class Runtime:
 def _plain(value: Any) -> Any:
     """Results leave the transaction as plain data (pages become dicts)."""
     return value.to_dict() if isinstance(value, Page) else value
+
+
+def _encode(fn: Function, value: Any) -> bytes:
+    try:
+        return dumps(value)
+    except TypeError as exc:
+        log.error("function %s returned a value JSON cannot carry: %s", fn.name, exc)
+        raise InternalError(
+            f"Function {fn.name!r} returned a value that cannot be sent as JSON ({exc}); nothing was written."
+        ) from None

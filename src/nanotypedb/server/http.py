@@ -5,7 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import BadRequest, PayloadTooLarge, Unauthenticated
+from .. import protocol
+from ..errors import PayloadTooLarge, Unauthenticated
+from ..functions.registry import Function
 from ..service import Service
 from .openapi import openapi
 from .responses import json_response, request_id
@@ -40,28 +42,33 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def visible_functions(request: Request) -> list[Function]:
+    """Signed-in callers see every function; anonymous ones only the public functions."""
+    service = service_of(request)
+    principal = service.authenticate(bearer(request.headers.get("authorization")))
+    return [f for f in service.app.functions if f.public or not principal.is_anonymous]
+
+
 async def rpc(request: Request) -> Response:
     """POST /api/rpc/{name}: JSON arguments in, `{"data", "version"}` out."""
     service = service_of(request)
     body = await read_body(request, service.config.max_body_bytes)
     principal = service.authenticate(bearer(request.headers.get("authorization")))
-    if body.strip()[:1] not in (b"", b"{"):
-        raise BadRequest("The body must be a JSON object of the function's arguments.")
     client = request.client.host if request.client else ""
     result = await service.runtime.call(
         principal, request.path_params["name"], body, request_id=request_id(request), client=client
     )
-    return json_response({"data": result.data, "version": result.version})
+    return Response(protocol.http_result(result.encoded, result.version), media_type="application/json")
 
 
 async def functions(request: Request) -> Response:
-    """GET /api/functions: every function with its kind and argument JSON Schema."""
-    service = service_of(request)
-    return json_response({"functions": [f.describe() for f in service.app.functions]})
+    """GET /api/functions: each function the caller may see, with its kind and argument JSON Schema."""
+    return json_response({"functions": [f.describe() for f in visible_functions(request)]})
 
 
 async def openapi_json(request: Request) -> Response:
-    return json_response(openapi(service_of(request).app))
+    service = service_of(request)
+    return json_response(openapi(service.app, visible_functions(request)))
 
 
 async def healthz(request: Request) -> Response:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ..app import App
 from ..errors import ALL_ERRORS
+from ..functions.registry import Function
 
 _ERROR = {
     "type": "object",
@@ -61,9 +63,11 @@ def _function_path(fn: Any, schemas: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def openapi(app: App) -> dict[str, Any]:
+def openapi(app: App, functions: Iterable[Function] | None = None) -> dict[str, Any]:
+    """The document for `functions` (default: all of the app's)."""
     schemas: dict[str, Any] = {}
-    paths: dict[str, Any] = {f"/api/rpc/{fn.name}": _function_path(fn, schemas) for fn in app.functions}
+    listed = app.functions if functions is None else functions
+    paths: dict[str, Any] = {f"/api/rpc/{fn.name}": _function_path(fn, schemas) for fn in listed}
     paths["/api/functions"] = {"get": {"summary": "List functions", "responses": {"200": {"description": "Functions"}}}}
     paths["/openapi.json"] = {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}}
     paths["/healthz"] = {"get": {"summary": "Process is up", "responses": {"200": {"description": "ok"}}}}

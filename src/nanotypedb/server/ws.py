@@ -105,6 +105,8 @@ class Session:
         token = msg.get("token")
         if token is not None and not isinstance(token, str):
             raise MalformedMessage("`token` must be a string (or null to sign out).")
+        # A failed sign-in leaves the connection anonymous, never as the previous caller.
+        self.principal = ANONYMOUS
         self.principal = self.service.authenticate(token)
         await self.send(protocol.result(msg_id, self.principal.to_dict(), self.service.engine.version))
 
@@ -132,16 +134,19 @@ class Session:
         except Exception as exc:
             await self.send_error(msg_id, exc, rid)
             return
-        await self.send(protocol.result(msg_id, result.data, result.version))
+        await self.send_raw(protocol.ws_result(msg_id, result.encoded, result.version))
 
     async def send_error(self, msg_id: Any, exc: BaseException, rid: str) -> None:
         await self.send(protocol.error(msg_id, as_public_error(exc, rid).to_dict(rid)))
 
     async def send(self, message: dict[str, Any]) -> None:
+        await self.send_raw(protocol.dumps(message))
+
+    async def send_raw(self, encoded: bytes) -> None:
         if not self.open:
             return
         try:
-            await self._send({"type": "websocket.send", "text": protocol.dumps(message).decode()})
+            await self._send({"type": "websocket.send", "text": encoded.decode()})
         except (OSError, RuntimeError):
             # The client went away mid-send; the next receive() ends the session.
             self.open = False

@@ -155,7 +155,6 @@ class SqliteEngine:
         path: Path,
         *,
         durability: Durability = Durability.FULL,
-        readers: int = 4,
         max_batch: int = 256,
     ) -> None:
         self.path = path
