@@ -94,6 +94,9 @@ def _function(
             f"{kind.value} {fname!r} is `async def`: queries and mutations run inside one database "
             "transaction and must be plain `def`. Use an action for work that awaits."
         )
-    parsed = Rate.parse(rate) if isinstance(rate, str) else rate
+    try:
+        parsed = Rate.parse(rate) if isinstance(rate, str) else rate
+    except ValueError as exc:
+        raise ConfigError(f"Function {fname!r}: rate {exc}") from None
     doc = (handler.__doc__ or "").strip()
     return Function(fname, kind, handler, args_model(fname, handler), public, parsed, optimistic, doc)

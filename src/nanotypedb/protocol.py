@@ -23,6 +23,8 @@ SUBSCRIBE: Final = "subscribe"
 UNSUBSCRIBE: Final = "unsubscribe"
 PING: Final = "ping"
 CLIENT_TYPES: Final = frozenset({AUTH, RPC, SUBSCRIBE, UNSUBSCRIBE, PING})
+# What this server answers today; subscribe and unsubscribe arrive with live queries.
+SUPPORTED_TYPES: Final = frozenset({AUTH, RPC, PING})
 
 # Server → client message types.
 RESULT: Final = "result"
@@ -55,7 +57,7 @@ def loads(data: str | bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise MalformedMessage(f"The body is not valid JSON: {exc.msg}.") from None
+        raise MalformedMessage(f"The message is not valid JSON: {exc.msg}.") from None
 
 
 def http_result(encoded: bytes, version: int) -> bytes:

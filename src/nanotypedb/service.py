@@ -92,6 +92,13 @@ def _import_path(path: Path) -> object:
     return module
 
 
+def _rate(text: str) -> Rate:
+    try:
+        return Rate.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"--rate-limit: {exc}") from None
+
+
 class Service:
     """Everything one server process holds open; `open()` at start-up, `close()` at shutdown."""
 
@@ -112,7 +119,7 @@ class Service:
             self.paths.env_db(DEFAULT_ENVIRONMENT),
             durability=Durability(config.durability),
         )
-        self.runtime = Runtime(app.functions, self.engine, default_rate=Rate.parse(config.rate_limit))
+        self.runtime = Runtime(app.functions, self.engine, default_rate=_rate(config.rate_limit))
         self.first_admin_key: str | None = None
 
     def open(self) -> OpenReport:

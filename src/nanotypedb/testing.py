@@ -111,7 +111,7 @@ class HttpClient:
     def post(self, name: str, body: Any = None, **kwargs: Any) -> httpx.Response:
         return self.http.post(f"/api/rpc/{name}", json=body if body is not None else {}, **kwargs)
 
-    def call(self, name: str, **args: Any) -> Any:
+    def call(self, name: str, /, **args: Any) -> Any:
         response = self.post(name, args)
         payload = response.json()
         if "error" in payload:

@@ -132,4 +132,9 @@ def token(user: str, ttl: int, data_dir: str, secret: str, jwt_audience: str, jw
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cli()
+    try:
+        cli()
+    except NanoTypeDBError as exc:
+        # Every command's user errors end the same way: one line, exit code 2, no traceback.
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..auth.policy import Policy
+from ..auth.policy import Policy, Rule
 from ..auth.principal import Principal
 from ..errors import Forbidden, PolicyDenied, RowNotFound, ValidationFailed
 from ..storage.query import (
@@ -96,17 +96,23 @@ class Db:
             raise PolicyDenied(f"Table {schema.name!r} has no policy, so only admins may {action} it.")
         return policy
 
+    def _rules(self, schema: TableSchema, action: str) -> tuple[Rule, ...]:
+        """A row one may update or delete must also be one one may read: an update returns the row."""
+        policy = self._policy(schema, action)
+        rule: Rule = getattr(policy, action)
+        return (policy.read, rule) if action in ("update", "delete") else (rule,)
+
     def _guard(self, schema: TableSchema, action: str) -> tuple[Condition, ...]:
         if self.principal.is_admin:
             return ()
-        rule = getattr(self._policy(schema, action), action)
-        return (rule.condition(self.principal),)
+        return tuple(rule.condition(self.principal) for rule in self._rules(schema, action))
 
     def _passes(self, schema: TableSchema, action: str, row: Mapping[str, Any]) -> bool:
         if self.principal.is_admin:
             return True
-        rule = getattr(self._policy(schema, action), action)
-        return rule.predicate is None or bool(rule.predicate(self.principal, row))
+        return all(
+            rule.predicate is None or bool(rule.predicate(self.principal, row)) for rule in self._rules(schema, action)
+        )
 
     def _visible_row(
         self, schema: TableSchema, row_id: int, guard: tuple[Condition, ...], action: str

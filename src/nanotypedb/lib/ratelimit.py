@@ -16,12 +16,18 @@ class Rate:
 
     @classmethod
     def parse(cls, text: str) -> Rate:
-        """Parse "100/s", "600/m" or "100/s burst 200"."""
+        """Parse "100/s", "600/m" or "100/s burst 200"; raise ValueError saying what is expected."""
         head, _, burst = text.partition("burst")
         count, _, unit = head.strip().partition("/")
-        seconds = {"s": 1.0, "m": 60.0, "h": 3600.0}[unit.strip() or "s"]
-        rate = float(count) / seconds
-        return cls(rate, int(burst) if burst.strip() else max(1, int(float(count))))
+        seconds = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(unit.strip() or "s")
+        try:
+            rate = float(count) / seconds if seconds else 0.0
+            size = int(burst) if burst.strip() else max(1, int(float(count)))
+        except ValueError:
+            rate, size = 0.0, 0
+        if rate <= 0 or size < 1:
+            raise ValueError(f"{text!r} is not a rate: write e.g. '100/s', '600/m' or '100/s burst 200'.")
+        return cls(rate, size)
 
 
 class RateLimiter:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
 from .. import protocol
 from ..auth.principal import ANONYMOUS, Principal
-from ..errors import MalformedMessage, NanoTypeDBError, PayloadTooLarge, RateLimited
+from ..errors import InvalidToken, MalformedMessage, NanoTypeDBError, PayloadTooLarge, RateLimited
 from ..lib.ids import request_id
 from ..service import Service
 from .http import bearer
@@ -80,8 +81,10 @@ class Session:
         msg_id: Any = None
         try:
             limit = self.service.config.ws_max_frame_bytes
-            if len(raw) > limit:
-                raise PayloadTooLarge(f"The frame is {len(raw)} bytes; the limit is {limit}.")
+            # A character is at most 4 UTF-8 bytes: only long text frames need encoding to measure.
+            size = len(raw) if isinstance(raw, bytes) or len(raw) * 4 <= limit else len(raw.encode())
+            if size > limit:
+                raise PayloadTooLarge(f"The frame is {size} bytes; the limit is {limit}.")
             msg = protocol.loads(raw)
             if not isinstance(msg, dict):
                 raise MalformedMessage("A message must be a JSON object with a `type`.")
@@ -99,7 +102,9 @@ class Session:
         elif kind == protocol.AUTH:
             await self.auth(msg, msg_id)
         else:
-            raise MalformedMessage(f"Unknown message type {kind!r}; expected one of {sorted(protocol.CLIENT_TYPES)}.")
+            raise MalformedMessage(
+                f"Unknown message type {kind!r}; expected one of {sorted(protocol.SUPPORTED_TYPES)}."
+            )
 
     async def auth(self, msg: dict[str, Any], msg_id: Any) -> None:
         token = msg.get("token")
@@ -116,6 +121,7 @@ class Session:
             raise MalformedMessage("An rpc message needs an `id` to match its reply.")
         if not isinstance(name, str) or not isinstance(args, dict):
             raise MalformedMessage("An rpc message needs a string `name` and an object `args`.")
+        self.check_expiry()
         if len(self.in_flight) >= self.service.config.ws_max_in_flight:
             raise RateLimited(
                 f"This connection already has {len(self.in_flight)} calls running; wait for replies.",
@@ -124,6 +130,13 @@ class Session:
         task = asyncio.create_task(self.call(name, args, msg_id))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
+
+    def check_expiry(self) -> None:
+        """A token that expires while the connection is open stops working then, as it would over HTTP."""
+        exp = self.principal.claims.get("exp")
+        if isinstance(exp, int | float) and exp <= time.time():
+            self.principal = ANONYMOUS
+            raise InvalidToken("The token expired: send a fresh one in an `auth` message.")
 
     async def call(self, name: str, args: dict[str, Any], msg_id: Any) -> None:
         rid = request_id()

@@ -95,6 +95,13 @@ def _add_indexes(conn: sqlite3.Connection, table: TableSchema) -> list[str]:
     made = []
     for index in table.indexes:
         if index.name(table.name) not in have:
-            conn.execute(index.ddl(table.name))
+            try:
+                conn.execute(index.ddl(table.name))
+            except sqlite3.IntegrityError:
+                cols = ", ".join(index.columns)
+                raise SchemaError(
+                    f"Table {table.name!r}: cannot add a unique index on ({cols}) because existing rows "
+                    "share values there. Remove the duplicates in a numbered migration first."
+                ) from None
             made.append(index.name(table.name))
     return made
