@@ -62,11 +62,14 @@ class Transaction:
 
     def insert(self, table: TableSchema, values: Mapping[str, Any]) -> dict[str, Any]:
         row = table.encode_insert(values)
-        params = list(row.values())
         if "id" in values:
             row = {"id": values["id"], **row}
-            params.insert(0, values["id"])
-        after = self._rows(table, _insert_sql(table.name, tuple(row)), params)[0]
+        cur = self.conn.execute(_insert_sql(table.name, tuple(row)), tuple(row.values()))
+        # Every column was filled in Python, so the stored row is known without reading it back.
+        after = {"id": cur.lastrowid, **row}
+        for name, decode in table.decoders(tuple(after)):
+            if after[name] is not None:
+                after[name] = decode(after[name])
         self.changes.append(Change(table.name, "insert", after["id"], None, after))
         return after
 
@@ -116,4 +119,4 @@ def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
     """The INSERT for one table and set of columns, built once: quoting checks every name."""
     cols = ", ".join(quote(c) for c in columns)
     marks = ", ".join("?" * len(columns))
-    return f"INSERT INTO {quote(table)} ({cols}) VALUES ({marks}) RETURNING *"
+    return f"INSERT INTO {quote(table)} ({cols}) VALUES ({marks})"
