@@ -134,38 +134,49 @@ class Query:
     order: tuple[tuple[str, bool], ...] = ()
     max_rows: int | None = None
 
+    def _with(self, **changes: Any) -> Query:
+        # dataclasses.replace inspects the fields on every call; queries are built per request.
+        return Query(
+            self.db,
+            self.table,
+            self.guard,
+            changes.get("filters", self.filters),
+            changes.get("order", self.order),
+            changes.get("max_rows", self.max_rows),
+        )
+
     def where(self, **equals: Any) -> Query:
         conds = tuple(compare(self.table, col, "=", val) for col, val in equals.items())
-        return replace(self, filters=self.filters + conds)
+        return self._with(filters=self.filters + conds)
 
     def filter(self, column: str, op: str, value: Any) -> Query:
-        return replace(self, filters=(*self.filters, compare(self.table, column, op, value)))
+        return self._with(filters=(*self.filters, compare(self.table, column, op, value)))
 
     def order_by(self, *columns: str) -> Query:
-        return replace(self, order=tuple(parse_order(self.table, c) for c in columns))
+        return self._with(order=tuple(parse_order(self.table, c) for c in columns))
 
     def limit(self, n: int) -> Query:
         if not 0 <= n <= MAX_LIMIT:
             raise ValidationFailed(f"limit must be between 0 and {MAX_LIMIT}, got {n}.")
-        return replace(self, max_rows=n)
+        return self._with(max_rows=n)
 
     def all(self) -> list[dict[str, Any]]:
         return self._rows()
 
     def first(self) -> dict[str, Any] | None:
-        rows = replace(self, max_rows=1).all()
+        rows = self._with(max_rows=1).all()
         return rows[0] if rows else None
 
     def count(self) -> int:
         if self._predicate() is not None:
-            return len(replace(self, max_rows=None).all())
+            return len(self._with(max_rows=None).all())
         return self.db._tx.count(self._select())
 
     def paginate(self, limit: int = 50, cursor: str | None = None) -> Page:
         """Keyset pagination: stable under concurrent inserts, and every page passes RLS again."""
         order = self._keyset_order()
         extra = (cursor_condition(order, cursor),) if cursor else ()
-        rows = replace(self, order=order).limit(limit)._rows(extra)
+        rows = self._with(order=order).limit(limit)._rows(extra)
         done = len(rows) < limit
         next_cursor = None if done or not rows else encode_cursor(rows[-1], order, self.table)
         return Page(rows, next_cursor, done)

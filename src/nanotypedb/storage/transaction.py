@@ -104,7 +104,7 @@ class Transaction:
     def _rows(self, table: TableSchema, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         cur = self.conn.execute(sql, params)
         names = tuple(d[0] for d in cur.description)
-        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        rows = [dict(zip(names, r)) for r in cur.fetchall()]  # noqa: B905 (same length by construction)
         # Column by column: one Python loop per column that needs decoding, not per cell.
         for name, decode in table.decoders(names):
             for row in rows:
