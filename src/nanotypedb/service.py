@@ -119,7 +119,12 @@ class Service:
             self.paths.env_db(DEFAULT_ENVIRONMENT),
             durability=Durability(config.durability),
         )
-        self.runtime = Runtime(app.functions, self.engine, default_rate=_rate(config.rate_limit))
+        self.runtime = Runtime(
+            app.functions,
+            self.engine,
+            default_rate=_rate(config.rate_limit),
+            cache_entries=config.query_cache_entries,
+        )
         self.first_admin_key: str | None = None
 
     def open(self) -> OpenReport:

@@ -40,6 +40,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_body_bytes", 1_048_576, "Largest HTTP request body accepted (413 above).", int),
     Setting("ws_max_frame_bytes", 1_048_576, "Largest WebSocket frame accepted.", int),
     Setting("ws_max_in_flight", 64, "Calls one WebSocket may have running at once.", int),
+    Setting(
+        "query_cache_entries",
+        10_000,
+        "Query results kept until a commit touches what they read (0 turns the cache off).",
+        int,
+    ),
     Setting("jwt_public_key", "", "PEM file of a public key for RS256/ES256 user tokens."),
     Setting("jwks_file", "", "JWKS JSON file of public keys for RS256/ES256 user tokens."),
     Setting("jwt_audience", "", "Required `aud` of user tokens (empty: tokens must carry none)."),
@@ -66,6 +72,7 @@ class Config:
     max_body_bytes: int = 1_048_576
     ws_max_frame_bytes: int = 1_048_576
     ws_max_in_flight: int = 64
+    query_cache_entries: int = 10_000
     jwt_public_key: str = ""
     jwks_file: str = ""
     jwt_audience: str = ""

@@ -21,7 +21,10 @@ from ..errors import (
 from ..lib.ratelimit import Rate, RateLimiter
 from ..protocol import dumps
 from ..storage.engine import SqliteEngine
+from ..storage.reads import ReadSet
 from ..storage.transaction import Transaction
+from .cache import Entry, QueryCache
+from .cache import key as cache_key
 from .context import Ctx
 from .db import Db, Page
 from .registry import Function, FunctionKind, Registry
@@ -36,6 +39,7 @@ class CallResult:
     data: Any
     version: int
     encoded: bytes
+    read_set: ReadSet | None = None  # what a query read (None for mutations and actions)
 
 
 class Runtime:
@@ -48,11 +52,14 @@ class Runtime:
         *,
         default_rate: Rate,
         limiter: RateLimiter | None = None,
+        cache_entries: int = 10_000,
     ) -> None:
         self.registry = registry
         self.engine = engine
         self.default_rate = default_rate
         self.limiter = limiter or RateLimiter()
+        self.cache = QueryCache(cache_entries)
+        engine.on_commit(self.cache.invalidate)
 
     def lookup(self, name: str, principal: Principal, client: str = "") -> Function:
         """Find the function and check that this caller may call it now."""
@@ -79,7 +86,23 @@ class Runtime:
         """The whole path of one call, from JSON arguments to a result with its version."""
         fn = self.lookup(name, principal, client)
         args = fn.parse_args(body)
+        if fn.kind is FunctionKind.QUERY:
+            return await self.query(fn, principal, args, body if isinstance(body, bytes) else body.encode(), request_id)
         return await self.invoke(fn, principal, args, request_id, client)
+
+    async def query(
+        self, fn: Function, principal: Principal, args: dict[str, Any], body: bytes, request_id: str
+    ) -> CallResult:
+        """A query, answered from the cache while no commit has touched what it read."""
+        k = cache_key(fn.name, body, principal)
+        entry = self.cache.get(k)
+        if entry is not None:
+            return CallResult(entry.data, self.engine.version, entry.encoded)
+        version_before = self.engine.version
+        result = await self.invoke(fn, principal, args, request_id)
+        if result.read_set is not None:
+            self.cache.put(k, Entry(result.data, result.encoded, result.read_set), result.version, version_before)
+        return result
 
     async def run(
         self, principal: Principal, kind: FunctionKind, name: str, args: dict[str, Any], request_id: str, client: str
@@ -97,7 +120,7 @@ class Runtime:
         try:
             if fn.kind is FunctionKind.QUERY:
                 read = await self.engine.read(self._bind(fn, principal, args, request_id))
-                return CallResult(read.value[0], read.version, read.value[1])
+                return CallResult(read.value[0], read.version, read.value[1], read.read_set)
             if fn.kind is FunctionKind.MUTATION:
                 write = await self.engine.write(self._bind(fn, principal, args, request_id))
                 return CallResult(write.value[0], write.version, write.value[1])

@@ -35,6 +35,12 @@ class ReadSet:
         for read in self.reads:
             if read.table != table:
                 continue
-            if row is None or all(row.get(col) == val for col, val in read.filters):
+            if row is None or all(_may_equal(row.get(col), val) for col, val in read.filters):
                 return True
         return False
+
+
+def _may_equal(have: Any, want: Any) -> bool:
+    """Equal, or of different types and so not comparable here (an ISO string and a datetime,
+    say): a read set must never miss a change that could matter, so it assumes a match."""
+    return have == want or type(have) is not type(want)
