@@ -13,6 +13,7 @@ def floor_system(kind: str) -> str:
 
 
 NANOTYPEDB = "nanotypedb"
+NANOTYPEDB_UNCACHED = "nanotypedb, no cache"
 WEBSOCKETS_FLOOR = floor_system("websockets")
 STARLETTE_FLOOR = floor_system("starlette")
 SQLITE3 = "sqlite3"

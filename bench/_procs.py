@@ -100,11 +100,11 @@ def spawn(name: str, argv: list[str], log: Path) -> Server:
     return Server(name, port, process, log)
 
 
-def spawn_nanotypedb(data_dir: Path, durability: str) -> Server:
+def spawn_nanotypedb(data_dir: Path, durability: str, extra: tuple[str, ...] = ()) -> Server:
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [PYTHON, "-m", "nanotypedb", "serve", "--data-dir", str(data_dir)]
     argv += ["--host", "127.0.0.1", "--port", str(free_port()), "--durability", durability]
-    argv += ["--rate-limit", "1000000/s"]
+    argv += ["--rate-limit", "1000000/s", *extra]
     return spawn(f"nanotypedb ({durability})", argv, data_dir.parent / f"{data_dir.name}.log")
 
 

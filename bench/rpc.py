@@ -26,7 +26,9 @@ from _load import Measurement, Op, measure
 from _plan import (
     FLOOR_PLAN,
     FSYNC_LOOP,
+    LIST_HTTP_16,
     NANOTYPEDB,
+    NANOTYPEDB_UNCACHED,
     SERVER_PLAN,
     SQLITE3,
     floor_system,
@@ -127,6 +129,21 @@ class Bench:
                     await self.check_list(server, token)
                 await self.run_scenario(server, NANOTYPEDB, durability, scenario, token)
 
+    async def nanotypedb_uncached(self) -> None:
+        """listTasks again with the query cache off: every call runs the query and encodes 50 rows."""
+        data_dir = self.workdir / "nanotypedb-normal-uncached"
+        extra = ("--query-cache-entries", "0")
+        async with running(spawn_nanotypedb(data_dir, "normal", extra)) as server:
+            token = mint_token(data_dir)
+            conn = HttpConnection("127.0.0.1", server.port, token)
+            try:
+                for n in range(LIST_LIMIT + 10):
+                    await create_over_http(conn, n)
+            finally:
+                await conn.close()
+            await self.check_list(server, token)
+            await self.run_scenario(server, NANOTYPEDB_UNCACHED, "normal", LIST_HTTP_16, token)
+
     async def guarded(self, label: str, step: Awaitable[None]) -> None:
         """Run one step of the plan; if it breaks, record why and go on with the next."""
         try:
@@ -163,6 +180,7 @@ class Bench:
         await self.guarded("floors (normal)", self.floors("normal"))
         if with_server:
             await self.guarded("nanotypedb (normal)", self.nanotypedb("normal"))
+            await self.guarded("nanotypedb (normal, no query cache)", self.nanotypedb_uncached())
         before = self.fsync()
         if with_server:
             await self.guarded("nanotypedb (full)", self.nanotypedb("full"))
