@@ -164,3 +164,23 @@ def test_each_read_sees_one_snapshot_while_writes_go_on(tmp_path: Path) -> None:
         stop.set()
         writer.join()
         engine.close()
+
+
+def test_at_normal_durability_a_lone_call_commits_at_once_and_concurrent_ones_share(tmp_path: Path) -> None:
+    with serve(app, tmp_path / "data", durability="normal") as server:
+        assert server.service is not None
+        stats = server.service.engine.stats
+        alice = server.client(server.token("alice"))
+        for i in range(5):
+            alice.call("add", label=str(i))
+        assert stats.largest_batch == 1 and stats.group_commits == stats.mutations == 5
+
+        async def burst() -> None:
+            headers = {"authorization": f"Bearer {server.token('alice')}"}
+            async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:
+                replies = await asyncio.gather(*(client.post("/api/rpc/add", json={"label": "x"}) for _ in range(64)))
+            assert all(r.status_code == 200 for r in replies)
+
+        asyncio.run(burst())
+        assert stats.mutations == 69
+        assert stats.group_commits < stats.mutations and stats.largest_batch > 1

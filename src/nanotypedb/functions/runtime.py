@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +61,23 @@ class Runtime:
         self.default_rate = default_rate
         self.limiter = limiter or RateLimiter()
         self.cache = QueryCache(cache_entries)
+        # Calls in progress: a mutation that is the only one runs at once; with company it
+        # joins the writer's next batch, where it shares a commit.
+        self.active = 0
         engine.on_commit(self.cache.invalidate)
+
+    @contextlib.contextmanager
+    def accepted(self) -> Iterator[None]:
+        """Count a call from the moment a transport accepts it until its reply is ready.
+
+        Transports enter this as soon as a request arrives, before its task runs, so that
+        calls arriving together see each other and their mutations share a commit.
+        """
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
 
     def lookup(self, name: str, principal: Principal, client: str = "") -> Function:
         """Find the function and check that this caller may call it now."""
@@ -122,7 +140,7 @@ class Runtime:
                 read = await self.engine.read(self._bind(fn, principal, args, request_id))
                 return CallResult(read.value[0], read.version, read.value[1], read.read_set)
             if fn.kind is FunctionKind.MUTATION:
-                write = await self.engine.write(self._bind(fn, principal, args, request_id))
+                write = await self.engine.write(self._bind(fn, principal, args, request_id), alone=self.active <= 1)
                 return CallResult(write.value[0], write.version, write.value[1])
             value = await self._act(fn, principal, args, request_id, client)
             return CallResult(value, self.engine.version, _encode(fn, value))

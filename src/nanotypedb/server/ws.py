@@ -127,9 +127,15 @@ class Session:
                 f"This connection already has {len(self.in_flight)} calls running; wait for replies.",
                 retry_after=0.1,
             )
+        runtime = self.service.runtime
+        runtime.active += 1  # counted before the task runs: see Runtime.accepted
         task = asyncio.create_task(self.call(name, args, msg_id))
         self.in_flight.add(task)
-        task.add_done_callback(self.in_flight.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.in_flight.discard(task)
+        self.service.runtime.active -= 1
 
     def check_expiry(self) -> None:
         """A token that expires while the connection is open stops working then, as it would over HTTP."""
