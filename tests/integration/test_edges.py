@@ -194,3 +194,15 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "error:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_revoked_key_stops_working_on_an_open_socket(running: TestServer) -> None:
+    assert running.service is not None
+    record, key = running.service.keys.create("short-lived")
+    with connect(running.ws_url, additional_headers={"authorization": f"Bearer {key}"}) as ws:
+        ws.send(json.dumps({"type": "rpc", "id": 1, "name": "echo_name", "args": {"name": "x"}}))
+        assert json.loads(ws.recv(timeout=5))["type"] == "result"
+        running.service.keys.revoke(record.id)
+        time.sleep(1.1)
+        ws.send(json.dumps({"type": "rpc", "id": 2, "name": "echo_name", "args": {"name": "x"}}))
+        assert json.loads(ws.recv(timeout=5))["error"]["code"] == "InvalidToken"

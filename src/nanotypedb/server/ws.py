@@ -22,6 +22,8 @@ from .http import bearer
 from .responses import as_public_error
 
 log = logging.getLogger(__name__)
+# How stale an open connection's view of its API key may be: one key lookup per second at most.
+KEY_RECHECK_SECONDS = 1.0
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -41,6 +43,8 @@ class Session:
         self.service = service
         self.principal: Principal = ANONYMOUS
         self.in_flight: set[asyncio.Task[None]] = set()
+        self.credential: str | None = None
+        self.key_checked_at = time.monotonic()
         self.open = False
         client = scope.get("client")
         self.client = str(client[0]) if client else ""
@@ -61,7 +65,8 @@ class Session:
 
     async def authenticate_handshake(self) -> bool:
         try:
-            self.principal = self.service.authenticate(bearer(_header(self.scope, b"authorization")))
+            self.credential = bearer(_header(self.scope, b"authorization"))
+            self.principal = self.service.authenticate(self.credential)
         except NanoTypeDBError as exc:
             # Say why before closing: a browser cannot read the reason of a refused handshake.
             await self.send_error(None, exc, request_id())
@@ -111,8 +116,9 @@ class Session:
         if token is not None and not isinstance(token, str):
             raise MalformedMessage("`token` must be a string (or null to sign out).")
         # A failed sign-in leaves the connection anonymous, never as the previous caller.
-        self.principal = ANONYMOUS
+        self.principal, self.credential = ANONYMOUS, None
         self.principal = self.service.authenticate(token)
+        self.credential = token
         await self.send(protocol.result(msg_id, self.principal.to_dict(), self.service.engine.version))
 
     def start_call(self, msg: dict[str, Any], msg_id: Any) -> None:
@@ -138,11 +144,21 @@ class Session:
         self.service.runtime.active -= 1
 
     def check_expiry(self) -> None:
-        """A token that expires while the connection is open stops working then, as it would over HTTP."""
+        """Credentials that lapse while the connection is open stop working, as they would over HTTP:
+        a token at its `exp`, an API key within a second of being revoked."""
         exp = self.principal.claims.get("exp")
         if isinstance(exp, int | float) and exp <= time.time():
-            self.principal = ANONYMOUS
+            self.principal, self.credential = ANONYMOUS, None
             raise InvalidToken("The token expired: send a fresh one in an `auth` message.")
+        if self.credential is not None and self.credential.startswith(protocol.API_KEY_PREFIX):
+            now = time.monotonic()
+            if now - self.key_checked_at >= KEY_RECHECK_SECONDS:
+                self.key_checked_at = now
+                try:
+                    self.service.authenticate(self.credential)
+                except InvalidToken:
+                    self.principal, self.credential = ANONYMOUS, None
+                    raise
 
     async def call(self, name: str, args: dict[str, Any], msg_id: Any) -> None:
         rid = request_id()
