@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from nanotypedb import App, Ctx, Table, owner_policy
 from nanotypedb.demo.tasks import app as tasks_app
@@ -170,10 +172,13 @@ def test_at_normal_durability_a_lone_call_commits_at_once_and_concurrent_ones_sh
     with serve(app, tmp_path / "data", durability="normal") as server:
         assert server.service is not None
         stats = server.service.engine.stats
-        alice = server.client(server.token("alice"))
-        for i in range(5):
-            alice.call("add", label=str(i))
+        token = server.token("alice")
+        with connect(server.ws_url, additional_headers={"authorization": f"Bearer {token}"}) as ws:
+            for i in range(5):
+                ws.send(json.dumps({"type": "rpc", "id": i, "name": "add", "args": {"label": str(i)}}))
+                assert json.loads(ws.recv(timeout=5))["type"] == "result"
         assert stats.largest_batch == 1 and stats.group_commits == stats.mutations == 5
+        assert server.service.runtime.active == 0  # every counted call was uncounted
 
         async def burst() -> None:
             headers = {"authorization": f"Bearer {server.token('alice')}"}

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,23 +59,11 @@ class Runtime:
         self.default_rate = default_rate
         self.limiter = limiter or RateLimiter()
         self.cache = QueryCache(cache_entries)
-        # Calls in progress: a mutation that is the only one runs at once; with company it
-        # joins the writer's next batch, where it shares a commit.
+        # WebSocket calls in progress, counted when their frame arrives (before their task
+        # runs): a mutation that is the only one runs at once; with company it joins the
+        # writer's next batch, where it shares a commit.
         self.active = 0
         engine.on_commit(self.cache.invalidate)
-
-    @contextlib.contextmanager
-    def accepted(self) -> Iterator[None]:
-        """Count a call from the moment a transport accepts it until its reply is ready.
-
-        Transports enter this as soon as a request arrives, before its task runs, so that
-        calls arriving together see each other and their mutations share a commit.
-        """
-        self.active += 1
-        try:
-            yield
-        finally:
-            self.active -= 1
 
     def lookup(self, name: str, principal: Principal, client: str = "") -> Function:
         """Find the function and check that this caller may call it now."""
@@ -100,13 +86,18 @@ class Runtime:
         *,
         request_id: str,
         client: str = "",
+        counted: bool = False,
     ) -> CallResult:
-        """The whole path of one call, from JSON arguments to a result with its version."""
+        """The whole path of one call, from JSON arguments to a result with its version.
+
+        `counted`: the transport counted this call in `active` when it arrived, so
+        `active` tells whether other calls came with it.
+        """
         fn = self.lookup(name, principal, client)
         args = fn.parse_args(body)
         if fn.kind is FunctionKind.QUERY:
             return await self.query(fn, principal, args, body if isinstance(body, bytes) else body.encode(), request_id)
-        return await self.invoke(fn, principal, args, request_id, client)
+        return await self.invoke(fn, principal, args, request_id, client, alone=counted and self.active <= 1)
 
     async def query(
         self, fn: Function, principal: Principal, args: dict[str, Any], body: bytes, request_id: str
@@ -133,14 +124,20 @@ class Runtime:
         return result.data
 
     async def invoke(
-        self, fn: Function, principal: Principal, args: dict[str, Any], request_id: str, client: str = ""
+        self,
+        fn: Function,
+        principal: Principal,
+        args: dict[str, Any],
+        request_id: str,
+        client: str = "",
+        alone: bool = False,
     ) -> CallResult:
         try:
             if fn.kind is FunctionKind.QUERY:
                 read = await self.engine.read(self._bind(fn, principal, args, request_id))
                 return CallResult(read.value[0], read.version, read.value[1], read.read_set)
             if fn.kind is FunctionKind.MUTATION:
-                write = await self.engine.write(self._bind(fn, principal, args, request_id), alone=self.active <= 1)
+                write = await self.engine.write(self._bind(fn, principal, args, request_id), alone=alone)
                 return CallResult(write.value[0], write.version, write.value[1])
             value = await self._act(fn, principal, args, request_id, client)
             return CallResult(value, self.engine.version, _encode(fn, value))

@@ -52,11 +52,6 @@ def visible_functions(request: Request) -> list[Function]:
 async def rpc(request: Request) -> Response:
     """POST /api/rpc/{name}: JSON arguments in, `{"data", "version"}` out."""
     service = service_of(request)
-    with service.runtime.accepted():
-        return await _rpc(request, service)
-
-
-async def _rpc(request: Request, service: Service) -> Response:
     body = await read_body(request, service.config.max_body_bytes)
     principal = service.authenticate(bearer(request.headers.get("authorization")))
     client = request.client.host if request.client else ""

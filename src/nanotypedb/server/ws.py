@@ -134,7 +134,7 @@ class Session:
                 retry_after=0.1,
             )
         runtime = self.service.runtime
-        runtime.active += 1  # counted before the task runs: see Runtime.accepted
+        runtime.active += 1  # counted before the task runs, so calls arriving together see each other
         task = asyncio.create_task(self.call(name, args, msg_id))
         self.in_flight.add(task)
         task.add_done_callback(self._finished)
@@ -164,7 +164,7 @@ class Session:
         rid = request_id()
         try:
             result = await self.service.runtime.call(
-                self.principal, name, protocol.dumps(args), request_id=rid, client=self.client
+                self.principal, name, protocol.dumps(args), request_id=rid, client=self.client, counted=True
             )
         except Exception as exc:
             await self.send_error(msg_id, exc, rid)
