@@ -45,7 +45,8 @@ class Function:
         Raises MalformedMessage when the body is not JSON, ValidationFailed with each field's error otherwise.
         """
         try:
-            model = self.args.model_validate_json(body or b"{}")
+            # strict=True here, not only in the model's config, so that nested models are strict too.
+            model = self.args.model_validate_json(body or b"{}", strict=True)
         except pydantic.ValidationError as exc:
             if any(e["type"] == "json_invalid" for e in exc.errors(include_url=False)):
                 raise MalformedMessage(f"The arguments are not valid JSON: {_fields(exc)[0]['message']}.") from None
