@@ -37,6 +37,8 @@ from .transaction import Change, Transaction
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# How long close() waits for the batch in flight (its COMMIT) before closing regardless.
+CLOSE_WAIT_SECONDS = 10.0
 
 
 class Durability(enum.StrEnum):
@@ -175,7 +177,8 @@ class SqliteEngine:
         self._read_conns: list[sqlite3.Connection] = []
         self._read_lock = threading.Lock()
         self._listeners: list[Callable[[list[Commit]], None]] = []
-        self._closed = False
+        self._closed = False  # no new writes or reads
+        self._shut = False  # connections closed (set under the write lock)
 
     @property
     def version(self) -> int:
@@ -270,11 +273,17 @@ class SqliteEngine:
     async def _run_batch(self, batch: list[tuple[_Job, asyncio.Future[Any]]]) -> None:
         jobs = [job for job, _ in batch]
         with self._write_lock:
-            commits = self._run_bodies(jobs)
-            if self._committer is not None and self._conn is not None and self._conn.in_transaction:
-                commits = await self._commit_in_thread(jobs, commits)
+            if self._shut:
+                # close() ran while this batch waited for the lock: it never started.
+                for job in jobs:
+                    job.outcome = ServiceUnavailable("The server shut down before this write ran.")
+                commits = []
             else:
-                self._commit_now(commits, jobs)
+                commits = self._run_bodies(jobs)
+                if self._committer is not None and self._conn is not None and self._conn.in_transaction:
+                    commits = await self._commit_in_thread(jobs, commits)
+                else:
+                    self._commit_now(commits, jobs)
         for job, fut in batch:
             if not fut.done():
                 if isinstance(job.outcome, BaseException):
@@ -405,20 +414,15 @@ class SqliteEngine:
     # -- shutdown -------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every connection and fold the WAL into the file; queued writes that never ran fail."""
+        """Finish the batch in flight, fail the writes still queued, close every connection and
+        fold the WAL into the file. Every write gets an answer: committed, or ServiceUnavailable."""
         if self._closed:
             return
         self._closed = True
-        for job, fut in self._pending:
-            job.outcome = ServiceUnavailable("The server shut down before this write ran.")
-            if self._loop is not None and not self._loop.is_closed():
-                with contextlib.suppress(RuntimeError):
-                    self._loop.call_soon_threadsafe(_fail_future, fut, job.outcome)
-        self._pending.clear()
-        if self._writer_task is not None and self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._writer_task.cancel)
-        with self._write_lock:
+        # The batch in flight holds the lock until its commit is done and its callers told.
+        acquired = self._write_lock.acquire(timeout=CLOSE_WAIT_SECONDS)
+        try:
+            self._fail_queued()
             if self._committer is not None:
                 self._committer.stop()
             with self._read_lock:
@@ -427,6 +431,26 @@ class SqliteEngine:
             if self._conn is not None:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._conn.close()
+            self._shut = True
+        finally:
+            if acquired:
+                self._write_lock.release()
+
+    def _fail_queued(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._pending.clear()  # a closed loop has nobody left waiting on these
+            return
+        # The queue belongs to the loop's thread: empty it there.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._drain_refused)
+
+    def _drain_refused(self) -> None:
+        while self._pending:
+            _, fut = self._pending.popleft()
+            _fail_future(fut, ServiceUnavailable("The server shut down before this write ran."))
+        if self._writer_task is not None:
+            self._writer_task.cancel()  # idle now: close() waited for the batch in flight
 
 
 def _fail_future(fut: asyncio.Future[Any], exc: BaseException) -> None:

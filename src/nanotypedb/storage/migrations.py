@@ -96,7 +96,9 @@ def _apply_one(conn: sqlite3.Connection, migration: Migration) -> None:
             (migration.number, migration.name, migration.checksum, _now()),
         )
         conn.execute("COMMIT")
-    except sqlite3.Error as exc:
+    except Exception as exc:
+        # Not only sqlite3.Error: a function migration can fail with any exception of its own,
+        # and start-up must still stop with MigrationError, not a bare traceback.
         conn.execute("ROLLBACK")
         raise MigrationError(
             f"Migration {migration.number} ({migration.name!r}) failed and was rolled back: {exc}."

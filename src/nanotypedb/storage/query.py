@@ -34,6 +34,12 @@ def compare(table: TableSchema, column: str, op: str, value: Any) -> Condition:
         raise ValidationFailed(f"Unknown operator {op!r}; use one of {sorted(_OPS)}.")
     encode = _encoder(table, column)
     if op == "in":
+        # A bare string is iterable too, and would be read as the list of its characters.
+        if not isinstance(value, list | tuple | set | frozenset):
+            raise ValidationFailed(
+                f"`in` needs a list of values for {column!r}, not {type(value).__name__}.",
+                details=[{"field": column, "message": "must be a list"}],
+            )
         values = tuple(encode(v) for v in value)
         if not values:
             return FALSE
@@ -121,13 +127,17 @@ def decode_cursor(cursor: str, width: int) -> list[Any]:
         values = orjson.loads(raw)
     except (ValueError, orjson.JSONDecodeError):
         values = None
-    if (
-        not isinstance(values, list)
-        or len(values) != width
-        or not all(v is None or isinstance(v, str | int | float) for v in values)
-    ):
+    if not isinstance(values, list) or len(values) != width or not all(_cursor_value(v) for v in values):
         raise ValidationFailed(
             "The cursor is not one this query returned; pass the `cursor` of the previous page.",
             details=[{"field": "cursor", "message": "invalid cursor"}],
         )
     return values
+
+
+def _cursor_value(value: Any) -> bool:
+    # SQLite integers are 64-bit signed: a larger one (orjson reads up to 2**64 - 1) would fail
+    # when bound, as a 500 rather than a 400.
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return value is None or isinstance(value, str | float)

@@ -48,7 +48,8 @@ _PY_KINDS: dict[Any, ColumnKind] = {
 
 def check_name(name: str, what: str = "name") -> str:
     """Identifiers are spliced into SQL, so only plain names are allowed."""
-    if not _NAME.match(name):
+    # fullmatch: `$` in a plain match would also accept a name ending in a newline.
+    if not _NAME.fullmatch(name):
         raise SchemaError(f"{what} {name!r} must be letters, digits and underscores.")
     return name
 
@@ -328,6 +329,8 @@ class Table:
         name = check_name(table or cls.__name__.lower(), "table name")
         if name.startswith("_"):
             raise SchemaError(f"Table {name!r}: names starting with '_' are reserved for the system.")
+        if name.lower().startswith("sqlite_"):
+            raise SchemaError(f"Table {name!r}: names starting with 'sqlite_' are reserved by SQLite.")
         hints = typing.get_type_hints(cls)
         columns: dict[str, Column] = {}
         idx: list[Index] = [Index(tuple(check_name(c) for c in cols)) for cols in indexes]
@@ -341,4 +344,13 @@ class Table:
             columns[col_name] = col
             if index or unique:
                 idx.append(Index((col_name,), unique))
+        _check_index_columns(name, idx, columns)
         cls.__schema__ = TableSchema(name, columns, tuple(idx), policy, cls, dict(options))
+
+
+def _check_index_columns(table: str, indexes: Iterable[Index], columns: Mapping[str, Column]) -> None:
+    """An index over a column the class does not declare would fail only at start-up, in SQLite's words."""
+    for index in indexes:
+        unknown = [c for c in index.columns if c != "id" and c not in columns]
+        if unknown:
+            raise SchemaError(f"Table {table!r}: the index on {index.columns} names unknown column {unknown[0]!r}.")
