@@ -52,7 +52,11 @@ class TestServer:
 
     def start(self) -> TestServer:
         self.service = Service(self.app, self.config)
-        self.service.open()
+        try:
+            self.service.open()
+        except BaseException:
+            self.service.close()  # a refused start must not leave the key store open
+            raise
         config = uvicorn.Config(
             build_asgi(self.service),
             host="127.0.0.1",
