@@ -43,4 +43,6 @@ class ReadSet:
 def _may_equal(have: Any, want: Any) -> bool:
     """Equal, or of different types and so not comparable here (an ISO string and a datetime,
     say): a read set must never miss a change that could matter, so it assumes a match."""
+    if have is None or want is None:
+        return have is want  # NULL matches only NULL: `x = None` reads compile to IS NULL
     return have == want or type(have) is not type(want)
