@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import stat
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,15 +23,6 @@ from nanotypedb import App, Ctx
 def ping(ctx: Ctx) -> str:
     return "pong from mini"
 """
-
-
-@pytest.fixture
-def launcher(tmp_path: Path) -> Iterator[Launcher]:
-    launcher = Launcher(tmp_path)
-    try:
-        yield launcher
-    finally:
-        launcher.close()
 
 
 def write_app(path: Path, attr: str = "app") -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -53,15 +52,6 @@ def started_calls(ctx: Ctx) -> int:
 def list_notes(ctx: Ctx) -> list[dict[str, Any]]:
     return ctx.db.query("notes").limit(1000).all()
 """
-
-
-@pytest.fixture
-def launcher(tmp_path: Path) -> Iterator[Launcher]:
-    launcher = Launcher(tmp_path)
-    try:
-        yield launcher
-    finally:
-        launcher.close()
 
 
 class Writers:

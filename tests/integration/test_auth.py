@@ -65,16 +65,6 @@ def _public_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-@pytest.fixture(scope="module")
-def rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="module")
-def ec_keys() -> dict[str, ec.EllipticCurvePrivateKey]:
-    return {kid: ec.generate_private_key(ec.SECP256R1()) for kid in ("k1", "k2")}
-
-
 # -- HS256 with the server secret -----------------------------------------------
 
 

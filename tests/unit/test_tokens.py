@@ -25,16 +25,6 @@ OTHER_SECRET = "other-secret-" + "y" * 32
 
 
 @pytest.fixture(scope="module")
-def rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="module")
-def ec_keys() -> dict[str, ec.EllipticCurvePrivateKey]:
-    return {kid: ec.generate_private_key(ec.SECP256R1()) for kid in ("k1", "k2")}
-
-
-@pytest.fixture(scope="module")
 def jwks(ec_keys: dict[str, ec.EllipticCurvePrivateKey]) -> dict[str, Any]:
     return {"keys": [_jwk(kid, key.public_key()) for kid, key in ec_keys.items()]}
 

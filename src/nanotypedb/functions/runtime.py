@@ -179,6 +179,8 @@ def _encode(fn: Function, value: Any) -> bytes:
         return dumps(value)
     except TypeError as exc:
         log.error("function %s returned a value JSON cannot carry: %s", fn.name, exc)
+        # Only a mutation's own writes are undone; an action's inner calls have committed.
+        undone = "; nothing was written" if fn.kind is FunctionKind.MUTATION else ""
         raise InternalError(
-            f"Function {fn.name!r} returned a value that cannot be sent as JSON ({exc}); nothing was written."
+            f"Function {fn.name!r} returned a value that cannot be sent as JSON ({exc}){undone}."
         ) from None
