@@ -35,8 +35,10 @@ from .errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from .functions import optimistic
 from .functions.context import Ctx
 from .functions.db import Page
+from .functions.optimistic import Optimistic
 from .storage.engine import Durability
 from .storage.schema import Table, column
 
@@ -61,6 +63,7 @@ __all__ = [
     "MigrationError",
     "NanoTypeDBError",
     "NotFound",
+    "Optimistic",
     "Page",
     "PayloadTooLarge",
     "Policy",
@@ -77,6 +80,7 @@ __all__ = [
     "ValidationFailed",
     "column",
     "match",
+    "optimistic",
     "owner_policy",
     "predicate",
     "public_read_policy",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .errors import ConfigError
+from .functions import optimistic as optimistic_hint
 from .functions.registry import Function, FunctionKind, Registry, args_model
 from .lib.ratelimit import Rate
 from .storage.migrations import Migration, check_sequence
@@ -45,7 +46,7 @@ class App:
         name: str | None = None,
         public: bool = False,
         rate: str | Rate | None = None,
-        optimistic: Any = None,
+        optimistic: optimistic_hint.Optimistic | str | None = None,
     ) -> Callable[[F], F]:
         """A function whose writes commit together or not at all."""
         return self._register(FunctionKind.MUTATION, name=name, public=public, rate=rate, optimistic=optimistic)
@@ -86,7 +87,7 @@ def _function(
     name: str | None = None,
     public: bool = False,
     rate: str | Rate | None = None,
-    optimistic: Any = None,
+    optimistic: optimistic_hint.Optimistic | str | None = None,
 ) -> Function:
     fname = name or handler.__name__
     if kind is not FunctionKind.ACTION and inspect.iscoroutinefunction(handler):
@@ -99,4 +100,7 @@ def _function(
     except ValueError as exc:
         raise ConfigError(f"Function {fname!r}: rate {exc}") from None
     doc = (handler.__doc__ or "").strip()
-    return Function(fname, kind, handler, args_model(fname, handler), public, parsed, optimistic, doc)
+    hint = optimistic_hint.parse(optimistic, fname)
+    if hint is not None and kind is not FunctionKind.MUTATION:
+        raise ConfigError(f"{kind.value} {fname!r}: only mutations take an optimistic hint.")
+    return Function(fname, kind, handler, args_model(fname, handler), public, parsed, hint, doc)

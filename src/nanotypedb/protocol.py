@@ -23,12 +23,11 @@ SUBSCRIBE: Final = "subscribe"
 UNSUBSCRIBE: Final = "unsubscribe"
 PING: Final = "ping"
 CLIENT_TYPES: Final = frozenset({AUTH, RPC, SUBSCRIBE, UNSUBSCRIBE, PING})
-# What this server answers today; subscribe and unsubscribe arrive with live queries.
-SUPPORTED_TYPES: Final = frozenset({AUTH, RPC, PING})
+SUPPORTED_TYPES: Final = CLIENT_TYPES
 
 # Server → client message types.
 RESULT: Final = "result"
-UPDATE: Final = "update"
+TRANSITION: Final = "transition"
 ERROR: Final = "error"
 PONG: Final = "pong"
 

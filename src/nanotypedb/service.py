@@ -18,6 +18,7 @@ from .errors import ConfigError, InvalidToken
 from .functions.runtime import Runtime
 from .lib.ids import secret_token
 from .lib.ratelimit import Rate
+from .live.hub import Hub
 from .settings import Config
 from .storage.engine import Durability, OpenReport, SqliteEngine
 
@@ -125,6 +126,10 @@ class Service:
             default_rate=_rate(config.rate_limit),
             cache_entries=config.query_cache_entries,
         )
+        for fn in app.functions:
+            if fn.optimistic is not None:
+                fn.optimistic.check(fn.name, app.tables)
+        self.hub = Hub(self.runtime, config.ws_max_subscriptions)
         self.first_admin_key: str | None = None
 
     def open(self) -> OpenReport:

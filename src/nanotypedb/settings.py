@@ -40,6 +40,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_body_bytes", 1_048_576, "Largest HTTP request body accepted (413 above).", int),
     Setting("ws_max_frame_bytes", 1_048_576, "Largest WebSocket frame accepted.", int),
     Setting("ws_max_in_flight", 64, "Calls one WebSocket may have running at once.", int),
+    Setting("ws_max_subscriptions", 1_000, "Live-query subscriptions one WebSocket may hold at once.", int),
     Setting(
         "query_cache_entries",
         10_000,
@@ -72,6 +73,7 @@ class Config:
     max_body_bytes: int = 1_048_576
     ws_max_frame_bytes: int = 1_048_576
     ws_max_in_flight: int = 64
+    ws_max_subscriptions: int = 1_000
     query_cache_entries: int = 10_000
     jwt_public_key: str = ""
     jwks_file: str = ""

@@ -166,7 +166,15 @@ def test_functions_lists_the_tasks_app(server: TestServer) -> None:
     assert args["additionalProperties"] is False
     assert args["properties"]["title"] == {"type": "string", "minLength": 1, "maxLength": 500, "title": "Title"}
     assert args["properties"]["status"]["enum"] == ["pending", "completed"]
-    assert listed_["createTask"]["optimistic"] == "insert:tasks"
+    assert listed_["createTask"]["optimistic"] == {
+        "kind": "insert",
+        "table": "tasks",
+        "columns": ["id", "title", "status", "created_at", "updated_at", "owner_id"],
+        "defaults": {"status": "pending", "updated_at": None, "owner_id": None},
+        "owner": "owner_id",
+    }
+    assert listed_["completeTask"]["optimistic"]["set"] == {"status": "completed"}
+    assert listed_["deleteTask"]["optimistic"] == {"kind": "delete", "table": "tasks", "id": "id"}
 
 
 def test_anonymous_callers_see_only_public_functions(running: TestServer) -> None:

@@ -96,7 +96,7 @@ def test_selects_run_as_compiled(tx: Transaction) -> None:
 def test_values_are_encoded_as_the_column_stores_them() -> None:
     assert compare(ITEMS, "active", "=", True).params == (1,)
     assert compare(ITEMS, "seen_at", "<", DAY).params == (DAY.isoformat(),)
-    assert compare(ITEMS, "id", "=", 7) == Condition('"id" = ?', (7,), ("id", 7))
+    assert compare(ITEMS, "id", "=", 7) == Condition('"id" = ?', (7,), ("id", 7), frozenset({"id"}))
 
 
 def test_only_equality_names_a_filter() -> None:

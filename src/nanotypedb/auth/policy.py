@@ -52,7 +52,7 @@ class Rule:
             parts.append(f"{quote(col)} = ?")
             params.append(value)
             eq = (col, value) if len(self.equals) == 1 else None
-        return Condition(" AND ".join(parts), tuple(params), eq)
+        return Condition(" AND ".join(parts), tuple(params), eq, frozenset(col for col, _ in self.equals))
 
     def allows_row(self, principal: Principal, row: Mapping[str, Any]) -> bool:
         """The same rule checked against one row in Python (for new values on insert and update)."""

@@ -10,6 +10,7 @@ from pydantic import StringConstraints
 from ..app import App
 from ..auth.policy import owner_policy
 from ..errors import RowNotFound
+from ..functions import optimistic
 from ..functions.context import Ctx
 from ..functions.db import Page
 from ..storage.schema import Table, column
@@ -86,7 +87,7 @@ def update_task(ctx: Ctx, id: int, title: Title | None = None, status: Status | 
     return ctx.db.update("tasks", id, changes)
 
 
-@app.mutation(name="completeTask", optimistic="update:tasks")
+@app.mutation(name="completeTask", optimistic=optimistic.update("tasks", set={"status": "completed"}))
 def complete_task(ctx: Ctx, id: int) -> dict[str, Any]:
     return ctx.db.update("tasks", id, {"status": "completed", "updated_at": _now()})
 

@@ -78,10 +78,7 @@ class QueryCache:
                         entry = self._entries.get(k)
                         if entry is None:
                             continue
-                        # An insert has no before image and a delete no after image: None here
-                        # means "no row", not "any row".
-                        images = [row for row in (change.before, change.after) if row is not None]
-                        if any(entry.read_set.touches(change.table, row) for row in images):
+                        if entry.read_set.affected_by(change.table, change.before, change.after):
                             self._forget(k)
 
     def __len__(self) -> int:

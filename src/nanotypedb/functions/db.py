@@ -191,7 +191,8 @@ class Query:
         return order
 
     def _select(self) -> Select:
-        return Select(self.table, self.guard + self.filters, self.order, self.max_rows)
+        view = tuple(c.eq for c in self.filters if c.eq is not None)
+        return Select(self.table, self.guard + self.filters, self.order, self.max_rows, view)
 
     def _predicate(self) -> Any:
         if self.db.principal.is_admin or not isinstance(self.table.policy, Policy):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import inspect
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,8 @@ import pydantic
 
 from ..errors import ConfigError, MalformedMessage, ValidationFailed
 from ..lib.ratelimit import Rate
-from ..storage.schema import check_name
+from ..storage.schema import TableSchema, check_name
+from .optimistic import Optimistic
 
 
 class FunctionKind(enum.StrEnum):
@@ -36,7 +37,7 @@ class Function:
     args: type[pydantic.BaseModel]
     public: bool = False
     rate: Rate | None = None
-    optimistic: Any = None
+    optimistic: Optimistic | None = None
     description: str = ""
 
     def parse_args(self, body: bytes | str) -> dict[str, Any]:
@@ -55,13 +56,13 @@ class Function:
             ) from None
         return {name: getattr(model, name) for name in type(model).model_fields}
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, tables: Mapping[str, TableSchema]) -> dict[str, Any]:
         return {
             "name": self.name,
             "kind": self.kind.value,
             "public": self.public,
             "args": self.args.model_json_schema(),
-            "optimistic": self.optimistic,
+            "optimistic": self.optimistic.publish(tables) if self.optimistic is not None else None,
             "description": self.description,
         }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +19,10 @@ from ..errors import (
     RateLimited,
     Unauthenticated,
 )
+from ..lib.ids import request_id as new_request_id
 from ..lib.ratelimit import Rate, RateLimiter
 from ..protocol import dumps
-from ..storage.engine import SqliteEngine
+from ..storage.engine import Failed, SqliteEngine
 from ..storage.reads import ReadSet
 from ..storage.transaction import Transaction
 from .cache import Entry, QueryCache
@@ -30,6 +32,14 @@ from .db import Db, Page
 from .registry import Function, FunctionKind, Registry
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Rerun:
+    """A live query's re-run that raised: the error to send, and what it read before it did."""
+
+    error: NanoTypeDBError
+    read_set: ReadSet
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +133,22 @@ class Runtime:
         result = await self.invoke(fn, principal, fn.parse_args(dumps(args)), request_id, client)
         return result.data
 
+    def rerun(
+        self, calls: Sequence[tuple[Function, Principal, dict[str, Any]]]
+    ) -> tuple[int, list[CallResult | Rerun]]:
+        """Run queries for live subscriptions, all in one snapshot; an error is a Rerun, not raised."""
+        rids = [new_request_id() for _ in calls]
+        version, reads = self.engine.read_many(
+            [self._bind(fn, principal, args, rid) for (fn, principal, args), rid in zip(calls, rids, strict=True)]
+        )
+        results: list[CallResult | Rerun] = []
+        for (fn, _, _), rid, read in zip(calls, rids, reads, strict=True):
+            if isinstance(read, Failed):
+                results.append(Rerun(self._public(fn, read.error, rid), read.read_set))
+            else:
+                results.append(CallResult(read.value[0], version, read.value[1], read.read_set))
+        return version, results
+
     async def invoke(
         self,
         fn: Function,
@@ -141,16 +167,18 @@ class Runtime:
                 return CallResult(write.value[0], write.version, write.value[1])
             value = await self._act(fn, principal, args, request_id, client)
             return CallResult(value, self.engine.version, _encode(fn, value))
-        except NanoTypeDBError:
-            raise
-        except sqlite3.IntegrityError as exc:
+        except Exception as exc:
+            raise self._public(fn, exc, request_id) from None
+
+    def _public(self, fn: Function, exc: Exception, request_id: str) -> NanoTypeDBError:
+        """What a caller may see of a function's error: ours as they are, anything else logged and hidden."""
+        if isinstance(exc, NanoTypeDBError):
+            return exc
+        if isinstance(exc, sqlite3.IntegrityError):
             log.info("constraint violated in %s [%s]: %s", fn.name, request_id, exc)
-            raise Conflict("The write breaks a uniqueness or reference constraint.") from None
-        except Exception:
-            log.exception("function %s failed [%s]", fn.name, request_id)
-            raise InternalError(
-                f"Function {fn.name!r} failed; the server log has the details (request {request_id})."
-            ) from None
+            return Conflict("The write breaks a uniqueness or reference constraint.")
+        log.error("function %s failed [%s]", fn.name, request_id, exc_info=exc)
+        return InternalError(f"Function {fn.name!r} failed; the server log has the details (request {request_id}).")
 
     def _bind(self, fn: Function, principal: Principal, args: dict[str, Any], request_id: str) -> Any:
         def run(tx: Transaction) -> tuple[Any, bytes]:

@@ -1,6 +1,10 @@
-"""HTTP handlers: call a function, list functions, describe the API, report health."""
+"""HTTP handlers: call a function, list functions, describe the API, report health, serve the browser client."""
 
 from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -63,7 +67,8 @@ async def rpc(request: Request) -> Response:
 
 async def functions(request: Request) -> Response:
     """GET /api/functions: each function the caller may see, with its kind and argument JSON Schema."""
-    return json_response({"functions": [f.describe() for f in visible_functions(request)]})
+    tables = request.app.state.service.app.tables
+    return json_response({"functions": [f.describe(tables) for f in visible_functions(request)]})
 
 
 async def openapi_json(request: Request) -> Response:
@@ -73,3 +78,23 @@ async def openapi_json(request: Request) -> Response:
 
 async def healthz(request: Request) -> Response:
     return json_response({"status": "ok", "version": service_of(request).engine.version})
+
+
+# The browser client ships inside the package (src/nanotypedb/web/), so a wheel serves it too.
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+@functools.cache
+def _client_js() -> tuple[bytes, str]:
+    body = (WEB_DIR / "client.js").read_bytes()
+    return body, f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+
+
+async def client_js(request: Request) -> Response:
+    """GET /client.js: the browser client, an ES module. Its URL has no version, so browsers
+    revalidate it on each load (`no-cache`) and get a 304 while its ETag still matches."""
+    body, etag = _client_js()
+    headers = {"etag": etag, "cache-control": "no-cache"}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="text/javascript; charset=utf-8", headers=headers)

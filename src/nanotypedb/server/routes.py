@@ -48,6 +48,7 @@ ROUTES = [
     Route("/api/functions", _answered(http.functions), methods=["GET"]),
     Route("/openapi.json", _answered(http.openapi_json), methods=["GET"]),
     Route("/healthz", _answered(http.healthz), methods=["GET"]),
+    Route("/client.js", _answered(http.client_js), methods=["GET"]),
     WebSocketRoute("/ws", websocket_endpoint),
 ]
 

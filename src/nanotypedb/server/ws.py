@@ -11,12 +11,15 @@ import logging
 import time
 from typing import Any
 
+import orjson
 from starlette.types import Receive, Scope, Send
 
 from .. import protocol
 from ..auth.principal import ANONYMOUS, Principal
-from ..errors import InvalidToken, MalformedMessage, NanoTypeDBError, PayloadTooLarge, RateLimited
+from ..errors import BadRequest, InvalidToken, MalformedMessage, NanoTypeDBError, PayloadTooLarge, RateLimited
+from ..functions.registry import FunctionKind
 from ..lib.ids import request_id
+from ..live.outbox import Outbox
 from ..service import Service
 from .http import bearer
 from .responses import as_public_error
@@ -48,6 +51,8 @@ class Session:
         self.open = False
         client = scope.get("client")
         self.client = str(client[0]) if client else ""
+        self.outbox = Outbox(self.send_raw)
+        self.outbox.lapsed = self.lapsed
 
     async def run(self) -> None:
         if (await self.receive())["type"] != "websocket.connect":
@@ -59,6 +64,7 @@ class Session:
         try:
             await self.serve()
         finally:
+            self.service.hub.drop(self.outbox)
             # Calls already started finish (their writes commit) even if nobody hears the reply.
             if self.in_flight:
                 await asyncio.gather(*self.in_flight, return_exceptions=True)
@@ -102,6 +108,10 @@ class Session:
         kind = msg.get("type")
         if kind == protocol.RPC:
             self.start_call(msg, msg_id)
+        elif kind == protocol.SUBSCRIBE:
+            self.subscribe(msg, msg_id)
+        elif kind == protocol.UNSUBSCRIBE:
+            self.service.hub.unsubscribe(self.outbox, msg_id)
         elif kind == protocol.PING:
             await self.send({"type": protocol.PONG, "id": msg_id})
         elif kind == protocol.AUTH:
@@ -117,9 +127,48 @@ class Session:
             raise MalformedMessage("`token` must be a string (or null to sign out).")
         # A failed sign-in leaves the connection anonymous, never as the previous caller.
         self.principal, self.credential = ANONYMOUS, None
-        self.principal = self.service.authenticate(token)
-        self.credential = token
-        await self.send(protocol.result(msg_id, self.principal.to_dict(), self.service.engine.version))
+        try:
+            self.principal = self.service.authenticate(token)
+            self.credential = token
+            await self.send(protocol.result(msg_id, self.principal.to_dict(), self.service.engine.version))
+        finally:
+            await self.resubscribe()
+
+    def subscribe(self, msg: dict[str, Any], msg_id: Any) -> None:
+        name, args = msg.get("name"), msg.get("args", {})
+        if not isinstance(msg_id, str | int) or isinstance(msg_id, bool):
+            raise MalformedMessage("A subscribe message needs an `id`, a string or an integer, to name it.")
+        if not isinstance(name, str) or not isinstance(args, dict):
+            raise MalformedMessage("A subscribe message needs a string `name` and an object `args`.")
+        self.check_expiry()
+        self.start_subscription(msg_id, name, protocol.dumps(args))
+
+    def start_subscription(self, sub_id: Any, name: str, args: bytes) -> None:
+        fn = self.service.runtime.lookup(name, self.principal, self.client)
+        if fn.kind is not FunctionKind.QUERY:
+            raise BadRequest(f"{name!r} is a {fn.kind.value}; only queries can be subscribed to.")
+        parsed = fn.parse_args(args)
+        raw = orjson.dumps(orjson.loads(args), option=orjson.OPT_SORT_KEYS)
+        self.service.hub.subscribe(self.outbox, sub_id, fn, self.principal, parsed, raw)
+
+    async def resubscribe(self) -> None:
+        """The caller changed: every subscription runs again as the new one, or ends with an error."""
+        hub = self.service.hub
+        for sub_id, lq in list(self.outbox.subs.items()):
+            hub.unsubscribe(self.outbox, sub_id)
+            try:
+                self.start_subscription(sub_id, lq.fn.name, lq.raw)
+            except Exception as exc:
+                await self.send_error(sub_id, exc, request_id())
+
+    def lapsed(self) -> bool:
+        """Whether the credentials expired or were revoked; if so, the subscriptions end as that caller."""
+        try:
+            self.check_expiry()
+        except InvalidToken:
+            asyncio.get_running_loop().create_task(self.resubscribe())
+            return True
+        return False
 
     def start_call(self, msg: dict[str, Any], msg_id: Any) -> None:
         name, args = msg.get("name"), msg.get("args", {})
@@ -170,6 +219,7 @@ class Session:
             await self.send_error(msg_id, exc, rid)
             return
         await self.send_raw(protocol.ws_result(msg_id, result.encoded, result.version))
+        self.service.hub.ack(self.outbox, result.version)
 
     async def send_error(self, msg_id: Any, exc: BaseException, rid: str) -> None:
         await self.send(protocol.error(msg_id, as_public_error(exc, rid).to_dict(rid)))

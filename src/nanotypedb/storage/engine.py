@@ -23,7 +23,7 @@ import queue
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -60,6 +60,14 @@ class WriteResult(Generic[T]):
     value: T
     version: int
     changes: list[Change]
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A read that raised, with what it had read before it did (a live query re-runs on those)."""
+
+    error: Exception
+    read_set: ReadSet
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,17 +398,33 @@ class SqliteEngine:
         return self.read_sync(fn)
 
     def read_sync(self, fn: Callable[[Transaction], T]) -> ReadResult[T]:
+        with self._snapshot() as (conn, version):
+            tx = Transaction(conn, self.tables, writable=False)
+            value = fn(tx)
+        return ReadResult(value, version, tx.read_set)
+
+    def read_many(self, fns: Sequence[Callable[[Transaction], T]]) -> tuple[int, list[ReadResult[T] | Failed]]:
+        """Run each of `fns` in ONE snapshot; one that raises gives a Failed (with what it read so far)."""
+        results: list[ReadResult[T] | Failed] = []
+        with self._snapshot() as (conn, version):
+            for fn in fns:
+                tx = Transaction(conn, self.tables, writable=False)
+                try:
+                    results.append(ReadResult(fn(tx), version, tx.read_set))
+                except Exception as exc:
+                    results.append(Failed(exc, tx.read_set))
+        return version, results
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[tuple[sqlite3.Connection, int]]:
         self._check_open()
         conn = self._reader()
         conn.execute("BEGIN")
         try:
-            # The first SELECT fixes the snapshot, so the version matches what fn sees.
-            version = int(conn.execute("SELECT value FROM _meta WHERE key='version'").fetchone()[0])
-            tx = Transaction(conn, self.tables, writable=False)
-            value = fn(tx)
+            # The first SELECT fixes the snapshot, so the version matches what is read after it.
+            yield conn, int(conn.execute("SELECT value FROM _meta WHERE key='version'").fetchone()[0])
         finally:
             conn.execute("COMMIT")
-        return ReadResult(value, version, tx.read_set)
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -17,15 +17,17 @@ _OPS = {"=", "!=", "<", "<=", ">", ">=", "in"}
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """A SQL boolean expression with its parameters; `eq` names an equality filter for read sets."""
+    """A SQL boolean expression with its parameters; `eq` names an equality filter for read sets,
+    `cols` the columns it reads (None: not known, so any)."""
 
     sql: str
     params: tuple[Any, ...] = ()
     eq: tuple[str, Any] | None = None
+    cols: frozenset[str] | None = None
 
 
-TRUE = Condition("1")
-FALSE = Condition("0")
+TRUE = Condition("1", cols=frozenset())
+FALSE = Condition("0", cols=frozenset())
 
 
 def compare(table: TableSchema, column: str, op: str, value: Any) -> Condition:
@@ -44,12 +46,13 @@ def compare(table: TableSchema, column: str, op: str, value: Any) -> Condition:
         if not values:
             return FALSE
         marks = ", ".join("?" * len(values))
-        return Condition(f"{quote(column)} IN ({marks})", values)
+        return Condition(f"{quote(column)} IN ({marks})", values, cols=frozenset((column,)))
     if value is None and op in ("=", "!="):
         null_sql = "IS NULL" if op == "=" else "IS NOT NULL"
-        return Condition(f"{quote(column)} {null_sql}", (), (column, None) if op == "=" else None)
+        eq_null = (column, None) if op == "=" else None
+        return Condition(f"{quote(column)} {null_sql}", (), eq_null, frozenset((column,)))
     eq = (column, value) if op == "=" else None
-    return Condition(f"{quote(column)} {op} ?", (encode(value),), eq)
+    return Condition(f"{quote(column)} {op} ?", (encode(value),), eq, frozenset((column,)))
 
 
 def _encoder(table: TableSchema, column: str) -> Any:
@@ -67,6 +70,8 @@ class Select:
     conditions: tuple[Condition, ...] = ()
     order: tuple[tuple[str, bool], ...] = ()
     limit: int | None = None
+    # The caller's own equality filters (row-level security's left out), as clients see them.
+    view_filters: tuple[tuple[str, Any], ...] = ()
 
     def where_sql(self) -> tuple[str, list[Any]]:
         if not self.conditions:
@@ -93,6 +98,15 @@ class Select:
     def equality_filters(self) -> dict[str, Any]:
         return dict(c.eq for c in self.conditions if c.eq is not None)
 
+    def condition_columns(self) -> frozenset[str] | None:
+        """The columns the conditions read (None: some condition could read any)."""
+        cols: set[str] = set()
+        for cond in self.conditions:
+            if cond.cols is None:
+                return None
+            cols |= cond.cols
+        return frozenset(cols)
+
 
 def parse_order(table: TableSchema, spec: str) -> tuple[str, bool]:
     """ "-created_at" → ("created_at", descending)."""
@@ -113,7 +127,7 @@ def cursor_condition(order: Sequence[tuple[str, bool]], cursor: str) -> Conditio
         parts.append(f"{quote(col)} {'<' if desc else '>'} ?")
         clauses.append("(" + " AND ".join(parts) + ")")
         params.extend(values[: i + 1])
-    return Condition(" OR ".join(clauses), tuple(params))
+    return Condition(" OR ".join(clauses), tuple(params), cols=frozenset(col for col, _ in order))
 
 
 def encode_cursor(row: dict[str, Any], order: Sequence[tuple[str, bool]], table: TableSchema) -> str:

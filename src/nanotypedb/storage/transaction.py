@@ -44,18 +44,24 @@ class Transaction:
         return schema
 
     def select(self, select: Select) -> list[dict[str, Any]]:
-        self.read_set.add(select.table.name, select.equality_filters())
+        name = select.table.name
+        self.read_set.add(name, select.equality_filters())
+        self.read_set.view(name, "rows", dict(select.view_filters), select.order, select.limit)
         sql, params = select.sql()
         return self._rows(select.table, sql, params)
 
     def count(self, select: Select) -> int:
-        self.read_set.add(select.table.name, select.equality_filters())
+        # A count depends only on which rows match: an edit of another column cannot change it.
+        name = select.table.name
+        self.read_set.add(name, select.equality_filters(), select.condition_columns())
+        self.read_set.view(name, "count", dict(select.view_filters))
         sql, params = select.count_sql()
         return int(self.conn.execute(sql, params).fetchone()[0])
 
     def get(self, table: TableSchema, row_id: int, conditions: Sequence[Condition] = ()) -> dict[str, Any] | None:
         self.read_set.add(table.name, {"id": row_id})
-        select = Select(table, (Condition('"id" = ?', (row_id,)), *conditions), limit=None)
+        self.read_set.view(table.name, "get", {"id": row_id})
+        select = Select(table, (Condition('"id" = ?', (row_id,), cols=frozenset(("id",))), *conditions), limit=None)
         sql, params = select.sql()
         rows = self._rows(table, sql, params)
         return rows[0] if rows else None

@@ -1,0 +1,245 @@
+"""Hub: every live query, shared by its subscribers and re-run in one snapshot when a commit touches what it read.
+
+Commits are handled in cycles. A cycle re-runs every live query that a commit since the
+last cycle could have changed, all in one read snapshot, and sends each connection one
+transition at that snapshot's version: so all of a connection's subscriptions advance
+together, and none ever goes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import protocol
+from ..auth.principal import Principal
+from ..errors import MalformedMessage, RateLimited
+from ..functions.cache import Key
+from ..functions.cache import key as query_key
+from ..functions.registry import Function
+from ..functions.runtime import CallResult, Rerun, Runtime
+from ..storage.engine import Commit
+from ..storage.reads import ReadSet
+from .outbox import Outbox
+
+log = logging.getLogger(__name__)
+# A snapshot newer than every commit announced means a commit whose announcement is on its
+# way; after this many waits for it, the hub stops waiting and re-runs every query instead
+# (a writer it never hears from, such as another process).
+_MAX_STALLS = 3
+_STALL_SECONDS = 0.05
+
+Subscriber = tuple[Outbox, Any]
+
+
+@dataclass(eq=False, slots=True)
+class LiveQuery:
+    """One query with its arguments and caller, and everyone subscribed to it."""
+
+    key: Key
+    fn: Function
+    principal: Principal
+    args: dict[str, Any]
+    raw: bytes  # the arguments as sent, keys sorted
+    subscribers: set[Subscriber] = field(default_factory=set)
+    body: bytes | None = None  # the last entry sent, without its id: `"data":…,"reads":…` or `"error":…`
+    read_set: ReadSet | None = None
+
+
+@dataclass(slots=True)
+class HubStats:
+    cycles: int = 0
+    reruns: int = 0  # query runs, first runs included
+    entries: int = 0  # results staged for connections
+
+
+class Hub:
+    """The live queries of one engine."""
+
+    def __init__(self, runtime: Runtime, max_per_connection: int) -> None:
+        self.runtime = runtime
+        self.max_per_connection = max_per_connection
+        self.queries: dict[Key, LiveQuery] = {}
+        self.stats = HubStats()
+        self.processed = 0  # every live query's last result reflects this version
+        self._by_table: dict[str, set[LiveQuery]] = {}
+        self._dirty: set[LiveQuery] = set()
+        self._fresh: dict[LiveQuery, set[Subscriber]] = {}  # subscribers still owed a first result
+        self._acks: dict[Outbox, int] = {}  # connections owed a transition at ≥ this version
+        self._seen = 0  # the last commit whose changes have been matched against live queries
+        self._stalls = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        runtime.engine.on_commit(self._on_commit)
+
+    # -- subscribers ------------------------------------------------------------
+
+    def subscribe(
+        self, outbox: Outbox, sub_id: Any, fn: Function, principal: Principal, args: dict[str, Any], raw: bytes
+    ) -> None:
+        """Add a subscription; its first result goes out with the next transition."""
+        if sub_id in outbox.subs:
+            raise MalformedMessage(f"Subscription {sub_id!r} already exists on this connection; unsubscribe first.")
+        if len(outbox.subs) >= self.max_per_connection:
+            raise RateLimited(
+                f"This connection already holds {len(outbox.subs)} subscriptions, the most it may.", retry_after=1.0
+            )
+        self._start()
+        k = query_key(fn.name, raw, principal)
+        lq = self.queries.get(k)
+        if lq is None:
+            lq = self.queries[k] = LiveQuery(k, fn, principal, args, raw)
+        sub = (outbox, sub_id)
+        lq.subscribers.add(sub)
+        outbox.subs[sub_id] = lq
+        self._fresh.setdefault(lq, set()).add(sub)
+        self._wake.set()
+
+    def unsubscribe(self, outbox: Outbox, sub_id: Any) -> None:
+        lq = outbox.subs.pop(sub_id, None)
+        outbox.forget(sub_id)
+        if lq is None:
+            return
+        sub = (outbox, sub_id)
+        lq.subscribers.discard(sub)
+        fresh = self._fresh.get(lq)
+        if fresh is not None:
+            fresh.discard(sub)
+        if not lq.subscribers:
+            self._retire(lq)
+
+    def drop(self, outbox: Outbox) -> None:
+        """The connection closed: free everything it held."""
+        for sub_id in list(outbox.subs):
+            self.unsubscribe(outbox, sub_id)
+        outbox.closed = True
+        self._acks.pop(outbox, None)
+
+    def ack(self, outbox: Outbox, version: int) -> None:
+        """The connection was told of a commit at `version`: make sure a transition at ≥ it follows."""
+        if not outbox.subs or version <= outbox.sent_version:
+            return
+        if version <= self.processed and not self._dirty:
+            outbox.flush(self.processed)
+            return
+        self._acks[outbox] = max(self._acks.get(outbox, 0), version)
+        self._wake.set()
+
+    def _retire(self, lq: LiveQuery) -> None:
+        del self.queries[lq.key]
+        self._dirty.discard(lq)
+        self._fresh.pop(lq, None)
+        self._index(lq, None)
+
+    def _index(self, lq: LiveQuery, read_set: ReadSet | None) -> None:
+        old = lq.read_set.tables if lq.read_set is not None else set()
+        new = read_set.tables if read_set is not None else set()
+        for table in old - new:
+            members = self._by_table.get(table)
+            if members is not None:
+                members.discard(lq)
+                if not members:
+                    del self._by_table[table]
+        for table in new - old:
+            self._by_table.setdefault(table, set()).add(lq)
+        lq.read_set = read_set
+
+    # -- commits ----------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread = threading.get_ident()
+            self._seen = self.processed = max(self._seen, self.runtime.engine.version)
+            self._task = self._loop.create_task(self._run(), name="ntdb-live")
+
+    def _on_commit(self, commits: list[Commit]) -> None:
+        """The engine's commit listener; it runs on the thread that wrote."""
+        if self._loop is None:
+            self._seen = max(self._seen, commits[-1].version)
+        elif threading.get_ident() == self._thread:
+            self._mark(commits)
+        else:
+            self._loop.call_soon_threadsafe(self._mark, commits)
+
+    def _mark(self, commits: list[Commit]) -> None:
+        for commit in commits:
+            for change in commit.changes:
+                for lq in self._by_table.get(change.table, ()):
+                    if lq in self._dirty or lq.read_set is None:
+                        continue
+                    if lq.read_set.affected_by(change.table, change.before, change.after):
+                        self._dirty.add(lq)
+        self._seen = max(self._seen, commits[-1].version)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            # Let the replies of mutations that just committed go out first: a client hears
+            # of its own write before the transition that includes it.
+            await asyncio.sleep(0)
+            try:
+                self._cycle()
+            except Exception:
+                log.exception("live query cycle failed")
+
+    def _cycle(self) -> None:
+        runs = list(self._dirty | self._fresh.keys())
+        if not runs and not self._acks:
+            return
+        version, results = self.runtime.rerun([(lq.fn, lq.principal, lq.args) for lq in runs]) if runs else (0, [])
+        version = version if runs else self._seen
+        if version > self._seen and not self._stalled(version):
+            return
+        self._stalls = 0
+        self.stats.cycles += 1
+        self.stats.reruns += len(runs)
+        self._dirty.clear()
+        fresh, self._fresh = self._fresh, {}
+        touched: set[Outbox] = set()
+        for lq, result in zip(runs, results, strict=True):
+            body = _body(result)
+            self._index(lq, result.read_set)
+            targets = lq.subscribers if body != lq.body else fresh.get(lq, set())
+            lq.body = body
+            for outbox, sub_id in targets:
+                if outbox.lapsed():
+                    continue
+                outbox.stage(sub_id, b'{"id":' + protocol.dumps(sub_id) + b"," + body + b"}")
+                touched.add(outbox)
+            self.stats.entries += len(targets)
+        for outbox, want in list(self._acks.items()):
+            if want <= version:
+                touched.add(outbox)
+                del self._acks[outbox]
+        for outbox in touched:
+            outbox.flush(version)
+        self.processed = version
+
+    def _stalled(self, version: int) -> bool:
+        """The snapshot holds a commit not yet announced: wait for it, or after a few waits, stop waiting."""
+        self._stalls += 1
+        if self._stalls < _MAX_STALLS:
+            assert self._loop is not None
+            self._loop.call_later(_STALL_SECONDS, self._wake.set)
+            return False
+        log.warning("commits up to version %d were never announced; re-running every live query", version)
+        self._seen = version
+        self._dirty.update(self.queries.values())
+        self._wake.set()
+        return False
+
+
+def _body(result: CallResult | Rerun) -> bytes:
+    if isinstance(result, Rerun):
+        # No request id: the same error on the next re-run is the same entry, and is not re-sent.
+        return b'"error":' + protocol.dumps(result.error.to_dict())
+    views = list(result.read_set.views.values()) if result.read_set is not None else []
+    return b'"data":' + result.encoded + b',"reads":' + protocol.dumps(views)
