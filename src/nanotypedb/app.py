@@ -101,6 +101,4 @@ def _function(
         raise ConfigError(f"Function {fname!r}: rate {exc}") from None
     doc = (handler.__doc__ or "").strip()
     hint = optimistic_hint.parse(optimistic, fname)
-    if hint is not None and kind is not FunctionKind.MUTATION:
-        raise ConfigError(f"{kind.value} {fname!r}: only mutations take an optimistic hint.")
     return Function(fname, kind, handler, args_model(fname, handler), public, parsed, hint, doc)
