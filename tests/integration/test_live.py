@@ -184,6 +184,7 @@ def test_identical_subscriptions_share_one_run(server: TestServer) -> None:
             w.subscribe(2, "listTasks", **{"limit": 5})
         c.subscribe(1, "listTasks", limit=5)  # another caller: its own query
         assert len(hub(server).queries) == 2
+        assert hub(server).stats.reruns == 2  # a subscriber joining a live query runs nothing
         before = hub(server).stats.reruns
         server.client(token).call("createTask", title="shared")
         for w in (a, b):

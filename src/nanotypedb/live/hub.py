@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,12 @@ class Hub:
         sub = (outbox, sub_id)
         lq.subscribers.add(sub)
         outbox.subs[sub_id] = lq
+        if lq.body is not None and lq not in self._dirty and lq not in self._fresh:
+            # Already live and current as of the last cycle, like every other subscription of
+            # this connection: its result goes out as it is, with no run.
+            self._stage(lq.body, [sub])
+            outbox.flush(self.processed)
+            return
         self._fresh.setdefault(lq, set()).add(sub)
         self._wake.set()
 
@@ -209,12 +216,7 @@ class Hub:
             self._index(lq, result.read_set)
             targets = lq.subscribers if body != lq.body else fresh.get(lq, set())
             lq.body = body
-            for outbox, sub_id in targets:
-                if outbox.lapsed():
-                    continue
-                outbox.stage(sub_id, b'{"id":' + protocol.dumps(sub_id) + b"," + body + b"}")
-                touched.add(outbox)
-            self.stats.entries += len(targets)
+            touched.update(self._stage(body, targets))
         for outbox, want in list(self._acks.items()):
             if want <= version:
                 touched.add(outbox)
@@ -222,6 +224,17 @@ class Hub:
         for outbox in touched:
             outbox.flush(version)
         self.processed = version
+
+    def _stage(self, body: bytes, targets: Iterable[Subscriber]) -> list[Outbox]:
+        """Stage one result for each subscriber whose connection may still receive it."""
+        staged = []
+        for outbox, sub_id in targets:
+            if outbox.lapsed():
+                continue
+            outbox.stage(sub_id, b'{"id":' + protocol.dumps(sub_id) + b"," + body + b"}")
+            staged.append(outbox)
+        self.stats.entries += len(staged)
+        return staged
 
     def _stalled(self, version: int) -> bool:
         """The snapshot holds a commit not yet announced: wait for it, or after a few waits, stop waiting."""
