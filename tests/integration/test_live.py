@@ -280,7 +280,7 @@ def test_disconnect_frees_every_subscription(server: TestServer) -> None:
     with wire(server, server.token("alice")) as w:
         settle(w)
     assert hub(server).queries == {}
-    assert hub(server)._by_table == {}
+    assert hub(server).index.empty
 
 
 def test_ten_thousand_subscribe_cycles_leave_nothing_behind(server: TestServer) -> None:
@@ -291,7 +291,7 @@ def test_ten_thousand_subscribe_cycles_leave_nothing_behind(server: TestServer) 
         settle(w)
         live = hub(server)
         assert live.queries == {}
-        assert live._by_table == {}
+        assert live.index.empty
         assert live._fresh == {}
         assert live._dirty == set()
         assert w.subscribe("last", "countTasks")["data"] == 0

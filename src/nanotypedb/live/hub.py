@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from .. import protocol
 from ..auth.principal import Principal
@@ -24,6 +24,7 @@ from ..functions.registry import Function
 from ..functions.runtime import CallResult, Rerun, Runtime
 from ..storage.engine import Commit
 from ..storage.reads import ReadSet
+from .index import ReadIndex
 from .outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Hub:
         self.queries: dict[Key, LiveQuery] = {}
         self.stats = HubStats()
         self.processed = 0  # every live query's last result reflects this version
-        self._by_table: dict[str, set[LiveQuery]] = {}
+        self.index = ReadIndex()
         self._dirty: set[LiveQuery] = set()
         self._fresh: dict[LiveQuery, set[Subscriber]] = {}  # subscribers still owed a first result
         self._acks: dict[Outbox, int] = {}  # connections owed a transition at ≥ this version
@@ -144,17 +145,8 @@ class Hub:
         self._index(lq, None)
 
     def _index(self, lq: LiveQuery, read_set: ReadSet | None) -> None:
-        old = lq.read_set.tables if lq.read_set is not None else set()
-        new = read_set.tables if read_set is not None else set()
-        for table in old - new:
-            members = self._by_table.get(table)
-            if members is not None:
-                members.discard(lq)
-                if not members:
-                    del self._by_table[table]
-        for table in new - old:
-            self._by_table.setdefault(table, set()).add(lq)
         lq.read_set = read_set
+        self.index.put(lq, read_set)
 
     # -- commits ----------------------------------------------------------------
 
@@ -177,7 +169,8 @@ class Hub:
     def _mark(self, commits: list[Commit]) -> None:
         for commit in commits:
             for change in commit.changes:
-                for lq in self._by_table.get(change.table, ()):
+                for member in self.index.candidates(change.table, (change.before, change.after)):
+                    lq = cast(LiveQuery, member)
                     if lq in self._dirty or lq.read_set is None:
                         continue
                     if lq.read_set.affected_by(change.table, change.before, change.after):
