@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -16,6 +17,10 @@ from ..service import Service, load_app
 from ..settings import Config
 
 log = logging.getLogger("nanotypedb")
+# The collector's thresholds for a long-running server (CPython's are 700, 10, 10). With
+# thousands of connections a full collection walks every object they hold, 100-200 ms
+# each, measured (bench/live.py): it came every few fan-outs and set their p99.
+GC_THRESHOLDS = (50_000, 50, 100)
 
 
 def run(config: Config) -> None:
@@ -23,6 +28,10 @@ def run(config: Config) -> None:
     service = Service(load_app(config.app), config)
     report = service.open()
     _announce(service, config, report)
+    # What start-up built lives as long as the process: keep it out of every collection.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     server = _Server(
         uvicorn.Config(
             build_asgi(service),

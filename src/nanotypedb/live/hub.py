@@ -77,6 +77,8 @@ class Hub:
         self._thread: int | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._outgoing: set[Outbox] = set()
+        self._deliverer: asyncio.Task[None] | None = None
         runtime.engine.on_commit(self._on_commit)
 
     # -- subscribers ------------------------------------------------------------
@@ -103,7 +105,7 @@ class Hub:
             # Already live and current as of the last cycle, like every other subscription of
             # this connection: its result goes out as it is, with no run.
             self._stage(lq.body, [sub])
-            outbox.flush(self.processed)
+            self._send(outbox, self.processed)
             return
         self._fresh.setdefault(lq, set()).add(sub)
         self._wake.set()
@@ -133,7 +135,7 @@ class Hub:
         if not outbox.subs or version <= outbox.sent_version:
             return
         if version <= self.processed and not self._dirty:
-            outbox.flush(self.processed)
+            self._send(outbox, self.processed)
             return
         self._acks[outbox] = max(self._acks.get(outbox, 0), version)
         self._wake.set()
@@ -193,6 +195,7 @@ class Hub:
     def _cycle(self) -> None:
         runs = list(self._dirty | self._fresh.keys())
         if not runs and not self._acks:
+            self.processed = max(self.processed, self._seen)  # no result changed: all reflect it
             return
         version, results = self.runtime.rerun([(lq.fn, lq.principal, lq.args) for lq in runs]) if runs else (0, [])
         version = version if runs else self._seen
@@ -215,8 +218,23 @@ class Hub:
                 touched.add(outbox)
                 del self._acks[outbox]
         for outbox in touched:
-            outbox.flush(version)
+            self._send(outbox, version)
         self.processed = version
+
+    def _send(self, outbox: Outbox, version: int) -> None:
+        """Send the outbox's frame at `version` soon: one task delivers every connection's frame."""
+        outbox.advance(version)
+        self._outgoing.add(outbox)
+        if self._deliverer is None:
+            assert self._loop is not None
+            self._deliverer = self._loop.create_task(self._deliver())
+
+    async def _deliver(self) -> None:
+        try:
+            while self._outgoing:
+                await self._outgoing.pop().send_now()
+        finally:
+            self._deliverer = None
 
     def _stage(self, body: bytes, targets: Iterable[Subscriber]) -> list[Outbox]:
         """Stage one result for each subscriber whose connection may still receive it."""

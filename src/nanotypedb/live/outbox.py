@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .hub import LiveQuery
 
 log = logging.getLogger(__name__)
+# A frame is sent in line only while the socket holds less than this unsent: well under the
+# 64 KiB at which the WebSocket layer makes a sender wait, so an inline send never waits.
+INLINE_ROOM = 32 * 1024
+
+
+class Transport(Protocol):
+    def get_write_buffer_size(self) -> int: ...
 
 
 class Outbox:
@@ -21,17 +28,18 @@ class Outbox:
     beyond one entry per subscription.
     """
 
-    def __init__(self, send: Callable[[bytes], Awaitable[None]]) -> None:
+    def __init__(self, send: Callable[[bytes], Awaitable[None]], transport: Transport | None = None) -> None:
         self.subs: dict[Any, LiveQuery] = {}  # subscription id → its live query
         self.sent_version = -1
         self.frames_sent = 0
-        self._send = send
-        self._pending: dict[Any, bytes] = {}
-        self._version = -1
-        self._task: asyncio.Task[None] | None = None
         self.closed = False
         # Set by the connection: whether its credentials lapsed (then it is sent nothing more as that caller).
         self.lapsed: Callable[[], bool] = lambda: False
+        self._send = send
+        self._transport = transport
+        self._pending: dict[Any, bytes] = {}
+        self._version = -1
+        self._busy = False  # a frame is on its way; it will look for more when it is sent
 
     def stage(self, sub_id: Any, entry: bytes) -> None:
         self._pending[sub_id] = entry
@@ -39,28 +47,51 @@ class Outbox:
     def forget(self, sub_id: Any) -> None:
         self._pending.pop(sub_id, None)
 
-    def flush(self, version: int) -> None:
-        """Send everything staged as one transition at `version` (or with a later one, if a send is waiting)."""
+    def advance(self, version: int) -> None:
+        """The next frame says `version` (with whatever is staged, possibly nothing)."""
         self._version = max(self._version, version)
-        if self._task is None and not self.closed:
-            self._task = asyncio.get_running_loop().create_task(self._drain())
 
     @property
     def backlog(self) -> int:
         return len(self._pending)
 
-    async def _drain(self) -> None:
+    async def send_now(self) -> None:
+        """Send what is due: in line while the socket has room (no task per connection and
+        commit), otherwise from a task of its own that waits for the socket."""
+        if self._busy or self.closed or not self._due():
+            return
+        self._busy = True
+        if not self._has_room():
+            asyncio.get_running_loop().create_task(self._drain())
+            return
         try:
-            while not self.closed and (self._pending or self._version > self.sent_version):
-                entries, version = list(self._pending.values()), self._version
-                self._pending.clear()
-                self.sent_version = version
-                self.frames_sent += 1
-                await self._send(_frame(version, entries))
+            await self._send_one()
         except Exception:
             log.exception("sending a transition failed")
         finally:
-            self._task = None
+            self._busy = False
+
+    def _has_room(self) -> bool:
+        return self._transport is not None and self._transport.get_write_buffer_size() < INLINE_ROOM
+
+    def _due(self) -> bool:
+        return bool(self._pending) or self._version > self.sent_version
+
+    async def _drain(self) -> None:
+        try:
+            while not self.closed and self._due():
+                await self._send_one()
+        except Exception:
+            log.exception("sending a transition failed")
+        finally:
+            self._busy = False
+
+    async def _send_one(self) -> None:
+        entries, version = list(self._pending.values()), self._version
+        self._pending.clear()
+        self.sent_version = version
+        self.frames_sent += 1
+        await self._send(_frame(version, entries))
 
 
 def _frame(version: int, entries: list[bytes]) -> bytes:

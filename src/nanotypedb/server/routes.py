@@ -16,7 +16,7 @@ from ..service import Service
 from . import http
 from .middleware import RequestIdMiddleware
 from .responses import as_public_error, error_response, request_id
-from .ws import websocket_endpoint
+from .ws import WebSocketFirst, websocket_endpoint
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -63,8 +63,9 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return error_response(error, request_id(request))
 
 
-def build_asgi(service: Service) -> RequestIdMiddleware:
-    """The Starlette app for a service, wrapped so that every response carries a request id."""
+def build_asgi(service: Service) -> WebSocketFirst:
+    """The Starlette app for a service, wrapped so that every response carries a request id;
+    /ws connections go straight to their session (the route in ROUTES describes it)."""
     app = Starlette(
         routes=ROUTES,
         exception_handlers={
@@ -74,4 +75,4 @@ def build_asgi(service: Service) -> RequestIdMiddleware:
         },
     )
     app.state.service = service
-    return RequestIdMiddleware(app)
+    return WebSocketFirst(RequestIdMiddleware(app), service)
