@@ -229,6 +229,19 @@ def test_auth_message_changes_the_caller(tight: TestServer) -> None:
         assert exchange(ws, rpc(4, "whoami"))["data"] == {"kind": "anonymous", "id": None}
 
 
+def test_a_call_runs_as_the_caller_of_its_own_moment(tight: TestServer) -> None:
+    """An rpc sent just before an `auth` runs as the caller who sent it, not the next one."""
+    with session(tight, "alice") as ws:
+        for i in range(20):
+            ws.send(json.dumps(rpc(f"w{i}", "whoami")))
+            ws.send(json.dumps({"type": "auth", "id": f"a{i}", "token": tight.token("bob" if i % 2 == 0 else "alice")}))
+            replies = {}
+            while len(replies) < 2:
+                msg = receive(ws)
+                replies[msg["id"]] = msg
+            assert replies[f"w{i}"]["data"]["id"] == ("alice" if i % 2 == 0 else "bob")
+
+
 def test_failed_auth_keeps_the_connection(tight: TestServer) -> None:
     with session(tight, "carol") as ws:
         assert_error(exchange(ws, {"type": "auth", "id": 1, "token": "garbage"}), "InvalidToken", 1)

@@ -186,7 +186,8 @@ class Session:
             )
         runtime = self.service.runtime
         runtime.active += 1  # counted before the task runs, so calls arriving together see each other
-        task = asyncio.create_task(self.call(name, args, msg_id))
+        # The caller as of this message: an `auth` right after it must not change who runs it.
+        task = asyncio.create_task(self.call(self.principal, name, args, msg_id))
         self.in_flight.add(task)
         task.add_done_callback(self._finished)
 
@@ -211,11 +212,11 @@ class Session:
                     self.principal, self.credential = ANONYMOUS, None
                     raise
 
-    async def call(self, name: str, args: dict[str, Any], msg_id: Any) -> None:
+    async def call(self, principal: Principal, name: str, args: dict[str, Any], msg_id: Any) -> None:
         rid = request_id()
         try:
             result = await self.service.runtime.call(
-                self.principal, name, protocol.dumps(args), request_id=rid, client=self.client, counted=True
+                principal, name, protocol.dumps(args), request_id=rid, client=self.client, counted=True
             )
         except Exception as exc:
             await self.send_error(msg_id, exc, rid)

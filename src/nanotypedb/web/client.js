@@ -364,6 +364,7 @@ export class Client {
     this.principal = { kind: "anonymous", id: null };
     this.status = "connecting";
     this._token = options.token ?? null;
+    this._credential = undefined; // what a token function last gave
     this._onAuthError = options.onAuthError || ((err) => console.warn("nanotypedb: sign-in refused:", err));
     this._WebSocket = options.WebSocket || globalThis.WebSocket;
     this._baseMs = options.reconnect?.baseMs ?? RECONNECT_BASE_MS;
@@ -389,6 +390,7 @@ export class Client {
     this._statusListeners = new Set();
     this._functions = null; // name → normalized hint, once known
     this._functionsLoading = null;
+    this._functionsWarned = false;
     this._functionsGiven = options.functions != null;
     if (this._functionsGiven) this._functions = specsOf(options.functions);
     this._onOnline = () => {
@@ -439,9 +441,12 @@ export class Client {
       onError: onError || ((err) => console.error(`nanotypedb: query ${name} failed:`, err)),
     };
     sub.listeners.add(listener);
-    if (sub.viewJson !== null) {
+    if (sub.viewJson !== null || sub.error) {
+      // A later listener of a live subscription gets where it stands at once.
       queueMicrotask(() => {
-        if (sub.listeners.has(listener)) listener.onResult(sub.view);
+        if (!sub.listeners.has(listener)) return;
+        if (sub.error) listener.onError(sub.error);
+        else listener.onResult(sub.view);
       });
     }
     return () => {
@@ -449,7 +454,7 @@ export class Client {
       this._subs.delete(key);
       if (sub.wireId !== null) {
         this._subsByWire.delete(sub.wireId);
-        if (this._ready) this._send({ type: "unsubscribe", id: sub.wireId });
+        this._send({ type: "unsubscribe", id: sub.wireId });
         sub.wireId = null;
       }
       this._refresh();
@@ -494,6 +499,7 @@ export class Client {
    *  Promise of the principal, `{kind, id}`; rejects when the token is refused (the connection
    *  is then anonymous). */
   setAuth(token) {
+    if (this._closed) return Promise.reject(new NanoTypeDBError("ClientClosed", "The client is closed."));
     this._token = token ?? null;
     if (!this._functionsGiven) {
       this._functions = null;
@@ -506,6 +512,11 @@ export class Client {
     this._ready = false;
     for (const sub of this._subs.values()) this._unsubscribeWire(sub);
     return this._authenticate(this._ws);
+  }
+
+  /** How many optimistic mutations are still shown on top of the server's data (0: none). */
+  get pendingMutations() {
+    return this._pending.length;
   }
 
   /** `cb(status)`: "connecting", "open", "reconnecting" or "closed"; called at once with the
@@ -596,6 +607,7 @@ export class Client {
     let failure = null;
     try {
       if (typeof token === "function") token = await token();
+      this._credential = token ?? null;
       if (token != null || this.principal.kind !== "anonymous") {
         if (ws !== this._ws || this._closed) throw connectionLost();
         const id = this._nextId++;
@@ -673,7 +685,7 @@ export class Client {
   }
 
   _send(message) {
-    if (this._ws) this._ws.send(JSON.stringify(message));
+    if (this._ws && this._ws.readyState === 1) this._ws.send(JSON.stringify(message));
   }
 
   // -- calls and subscriptions -----------------------------------------------------------------
@@ -827,8 +839,9 @@ export class Client {
   _loadFunctions() {
     if (this._functionsLoading) return this._functionsLoading;
     const load = async () => {
-      let token = this._token;
-      if (typeof token === "function") token = await token();
+      // A token function is asked once per connection: use what the connection signed in with.
+      let token = typeof this._token === "function" ? this._credential : this._token;
+      if (token === undefined) token = await this._token();
       const headers = token != null ? { authorization: `Bearer ${token}` } : {};
       const response = await fetch(`${this.httpUrl}/api/functions`, { headers });
       if (!response.ok) throw NanoTypeDBError.fromEnvelope((await response.json()).error);
@@ -837,7 +850,10 @@ export class Client {
       return specs;
     };
     const loading = load().catch((err) => {
-      console.warn("nanotypedb: cannot read GET /api/functions; mutations show no optimistic effect", err);
+      if (!this._functionsWarned) {
+        this._functionsWarned = true;
+        console.warn("nanotypedb: cannot read GET /api/functions (pass `functions`); no optimistic effects", err);
+      }
       if (this._functionsLoading === loading) this._functionsLoading = null;
     });
     this._functionsLoading = loading;
