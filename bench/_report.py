@@ -133,22 +133,31 @@ def render(rows: Sequence[Row], targets: Sequence[Target]) -> str:
     return "\n".join(parts)
 
 
-def write_json(path: Path, rows: Sequence[Row], targets: Sequence[Target], extra: dict[str, Any]) -> None:
-    """Write atomically (a *.tmp file, then rename) so a killed run leaves no half file."""
-    document = {
-        "benchmark": "rpc",
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "nproc": len(os.sched_getaffinity(0)),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version,
-        },
-        **extra,
-        "results": [row.to_json() for row in rows],
-        "targets": [t.to_json() for t in targets],
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
     }
+
+
+def save(path: Path, document: dict[str, Any]) -> None:
+    """Write atomically (a *.tmp file, then rename) so a killed run leaves no half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(document, indent=2) + "\n")
     tmp.replace(path)
+
+
+def write_json(path: Path, rows: Sequence[Row], targets: Sequence[Target], extra: dict[str, Any]) -> None:
+    document = {
+        "benchmark": "rpc",
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        **extra,
+        "results": [row.to_json() for row in rows],
+        "targets": [t.to_json() for t in targets],
+    }
+    save(path, document)

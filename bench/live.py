@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import secrets
 import shutil
-import sqlite3
 import sys
 import tempfile
 import time
@@ -33,7 +30,7 @@ import uvloop
 from _clients import OpError, RawWebSocket
 from _fleet import raise_nofile
 from _procs import PYTHON, Server, _env, free_port, nanotypedb_available, spawn, spawn_nanotypedb
-from _report import table
+from _report import _ms, _round, _share, machine, save, table
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "live.json"
@@ -331,18 +328,6 @@ def percentile_ms(values: list[float], fraction: float) -> float | None:
     ordered = sorted(values)
     rank = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
     return ordered[rank] * 1000
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _share(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -695,12 +680,7 @@ def write_json(path: Path, bench: Bench, found: list[Goal], settings: dict[str, 
     document = {
         "benchmark": "live",
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "nproc": len(os.sched_getaffinity(0)),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version,
-        },
+        "machine": machine(),
         "settings": settings,
         "notes": bench.notes,
         "failures": bench.failures,
@@ -708,10 +688,7 @@ def write_json(path: Path, bench: Bench, found: list[Goal], settings: dict[str, 
         "idle": bench.idle,
         "targets": [g.to_json() for g in found],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(document, indent=2) + "\n")
-    tmp.replace(path)
+    save(path, document)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
