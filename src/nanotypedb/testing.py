@@ -16,7 +16,7 @@ import uvicorn
 from .app import App
 from .auth.tokens import mint_token
 from .errors import from_dict
-from .server.routes import build_asgi
+from .server.routes import WS_PROTOCOL, build_asgi
 from .service import Service
 from .settings import Config
 
@@ -63,6 +63,7 @@ class TestServer:
             port=self.port,
             log_level="warning",
             lifespan="off",
+            ws=WS_PROTOCOL,
             ws_max_size=self.config.ws_max_frame_bytes * 4,
         )
         self._server = uvicorn.Server(config)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import click
 import uvicorn
 
-from ..server.routes import build_asgi
+from ..server.routes import WS_PROTOCOL, build_asgi
 from ..service import Service, load_app
 from ..settings import Config
 
@@ -39,6 +39,7 @@ def run(config: Config) -> None:
             port=config.port,
             log_level=config.log_level,
             access_log=False,
+            ws=WS_PROTOCOL,
             ws_max_size=config.ws_max_frame_bytes * 4,
             timeout_graceful_shutdown=30,
             lifespan="off",
