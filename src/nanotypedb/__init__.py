@@ -33,6 +33,7 @@ from .errors import (
     SchemaError,
     ServiceUnavailable,
     Unauthenticated,
+    UpstreamError,
     ValidationFailed,
 )
 from .functions import optimistic
@@ -77,6 +78,7 @@ __all__ = [
     "ServiceUnavailable",
     "Table",
     "Unauthenticated",
+    "UpstreamError",
     "ValidationFailed",
     "column",
     "match",

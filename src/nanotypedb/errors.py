@@ -145,6 +145,13 @@ class ServiceUnavailable(NanoTypeDBError):
     status = 503
 
 
+class UpstreamError(NanoTypeDBError):
+    """A service the server calls for you (an embedding provider, a webhook receiver) failed or timed out."""
+
+    code = "UpstreamError"
+    status = 502
+
+
 class SchemaError(NanoTypeDBError):
     """The declared schema does not match the database and needs a migration."""
 
@@ -179,6 +186,7 @@ ALL_ERRORS: tuple[type[NanoTypeDBError], ...] = (
     PayloadTooLarge,
     RateLimited,
     ServiceUnavailable,
+    UpstreamError,
 )
 
 BY_CODE: dict[str, type[NanoTypeDBError]] = {e.code: e for e in ALL_ERRORS}
