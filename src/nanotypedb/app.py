@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from .errors import ConfigError
 from .functions import optimistic as optimistic_hint
+from .functions.jobs import JobSpec
 from .functions.registry import Function, FunctionKind, Registry, args_model
 from .lib.ratelimit import Rate
 from .storage.migrations import Migration, check_sequence
@@ -56,6 +57,24 @@ class App:
     ) -> Callable[[F], F]:
         """A function with side effects outside the database; it calls queries and mutations."""
         return self._register(FunctionKind.ACTION, name=name, public=public, rate=rate)
+
+    def job(
+        self,
+        name: str | None = None,
+        *,
+        retries: int = 3,
+        timeout: float = 60.0,
+        backoff: float = 2.0,
+        max_backoff: float = 300.0,
+    ) -> Callable[[F], F]:
+        """A job handler, `def handler(ctx: JobCtx, payload)` (or `async def`): mutations queue it with
+        `ctx.enqueue(name, payload)`; a worker runs it at least once, retrying on failure."""
+
+        def decorate(handler: F) -> F:
+            self.functions.add_job(JobSpec(name or handler.__name__, handler, retries, timeout, backoff, max_backoff))
+            return handler
+
+        return decorate
 
     def migration(self, number: int, name: str, sql: str | None = None) -> Any:
         """A numbered migration: `app.migration(8, "...", sql="...")`, or as a decorator on fn(conn)."""

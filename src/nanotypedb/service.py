@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import logging
@@ -10,19 +11,29 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .ai import choice as ai_choice
+from .ai.gateway import AIGateway
 from .app import App
 from .auth.keys import KEY_PREFIX, KeyStore
 from .auth.principal import ANONYMOUS, Principal, PrincipalKind
 from .auth.tokens import TokenVerifier
 from .errors import ConfigError, InvalidToken
+from .functions import embedding
 from .functions.runtime import Runtime
+from .jobs import admin as jobs_admin
+from .jobs.embed import Embeddings
+from .jobs.runner import JobRunner
 from .lib.ids import secret_token
 from .lib.ratelimit import Rate
 from .live.hub import Hub
 from .settings import Config
+from .storage import jobs as jobs_store
 from .storage.engine import Durability, OpenReport, SqliteEngine
+from .vectors import store as vector_store
 
 log = logging.getLogger(__name__)
+# How soon this server notices commits another process made to its database.
+EXTERNAL_POLL_SECONDS = 0.2
 DEFAULT_ENVIRONMENT = "dev"
 
 
@@ -126,18 +137,39 @@ class Service:
             default_rate=_rate(config.rate_limit),
             cache_entries=config.query_cache_entries,
         )
+        for admin_fn in jobs_admin.functions():
+            if app.functions.get(admin_fn.name) is None:  # an app may define its own of that name
+                app.functions.add(admin_fn)
         for fn in app.functions:
             if fn.optimistic is not None:
                 fn.optimistic.check(fn.name, app.tables)
         self.hub = Hub(self.runtime, config.ws_max_subscriptions)
+        self.ai, self.embeddings = self._ai()
+        if self.embeddings is not None:
+            self.runtime.jobs[embedding.EMBED_JOB] = self.embeddings.job()
+            self.runtime.embeddings = self.embeddings
+        self.jobs = JobRunner(
+            self.engine,
+            self.runtime.jobs,
+            concurrency=max(1, config.job_workers),
+            lease=config.job_lease,
+            poll=config.job_poll,
+            services={"ai": self.ai} if self.ai is not None else {},
+        )
+        self._watcher: asyncio.Task[None] | None = None
         self.first_admin_key: str | None = None
 
-    def open(self) -> OpenReport:
-        """Apply migrations and schema, and create the first admin key if there is none."""
-        report = self.engine.open(self.app.tables.values(), self.app.migrations)
+    def open(self, *, first_key: bool = True) -> OpenReport:
+        """Apply migrations and schema, and create the first admin key if there is none (`first_key`:
+        only a server does, which prints it; a worker must not make a key nobody sees)."""
+        report = self.engine.open(
+            self.app.tables.values(), self.app.migrations, system=[*jobs_store.DDL, *vector_store.ddl()]
+        )
+        if self.embeddings is not None:
+            self.embeddings.load()
         for m in report.migrations:
             log.info("applied migration %d (%s) to %s", m.number, m.name, DEFAULT_ENVIRONMENT)
-        if self.keys.count_active() == 0 and not self.keys.list():
+        if first_key and self.keys.count_active() == 0 and not self.keys.list():
             _, self.first_admin_key = self.keys.create("first admin key")
         return report
 
@@ -153,6 +185,55 @@ class Service:
         claims = self.tokens.verify(credential)
         return Principal(PrincipalKind.USER, str(claims["sub"]), claims)
 
+    def _ai(self) -> tuple[AIGateway | None, Embeddings | None]:
+        """The AI gateway when a provider is configured, and the embeddings of embedded tables."""
+        for schema in self.app.tables.values():
+            if embedding.columns(schema) and embedding.STATUS not in schema.columns:
+                raise ConfigError(
+                    f"Table {schema.name!r} is embedded, so it needs a column {embedding.STATUS!r}: "
+                    f"add `{embedding.STATUS}: str | None = None` (pending → indexed | failed)."
+                )
+            missing = [c for c in embedding.columns(schema) if c not in schema.columns]
+            if missing:
+                raise ConfigError(f"Table {schema.name!r} embeds columns it does not have: {missing}.")
+        embedders, provider = ai_choice.build_embedders(self.config), ai_choice.default_provider(self.config)
+        if not embedders or provider is None:
+            return None, None
+        gateway = AIGateway(
+            self.paths.env_db(DEFAULT_ENVIRONMENT).parent / "ai.sqlite3",
+            embedders,
+            rates=ai_choice.build_rates(self.config),
+            timeout=self.config.embedding_timeout,
+        )
+        if not any(embedding.columns(t) for t in self.app.tables.values()):
+            return gateway, None
+        return gateway, Embeddings(self.engine, gateway, provider, self.app.tables)
+
+    async def start(self, *, workers: bool = True) -> None:
+        """Background work of a running server: the job workers (unless `--job-workers 0`), and a
+        watch for commits from other processes (a `nanotypedb worker`, the CLI)."""
+        if self.embeddings is not None:
+            self.embeddings.bind(asyncio.get_running_loop())
+        if workers and self.config.job_workers > 0:
+            self.jobs.start()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="ntdb-watch")
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        await self.jobs.stop()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(EXTERNAL_POLL_SECONDS)
+            try:
+                self.engine.check_external()
+            except Exception:
+                log.exception("checking for commits of other processes failed")
+
     def close(self) -> None:
         self.engine.close()
+        if self.ai is not None:
+            self.ai.close()
         self.keys.close()

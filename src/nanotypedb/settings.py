@@ -47,6 +47,9 @@ SETTINGS: tuple[Setting, ...] = (
         "Query results kept until a commit touches what they read (0 turns the cache off).",
         int,
     ),
+    Setting("job_workers", 4, "Jobs this process runs at once (0: none here; run `nanotypedb worker`).", int),
+    Setting("job_lease", 60.0, "Seconds a worker holds a job before another may take it over.", float),
+    Setting("job_poll", 1.0, "Seconds between looks for due jobs when no commit wakes the workers.", float),
     Setting("jwt_public_key", "", "PEM file of a public key for RS256/ES256 user tokens."),
     Setting("jwks_file", "", "JWKS JSON file of public keys for RS256/ES256 user tokens."),
     Setting("jwt_audience", "", "Required `aud` of user tokens (empty: tokens must carry none)."),
@@ -54,6 +57,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "log_level", "info", "Log level: debug, info, warning or error.", choices=("debug", "info", "warning", "error")
     ),
+    Setting(
+        "embedding_provider",
+        "auto",
+        "Embeddings: local (the bundled MiniLM), openai (any /v1/embeddings), hashing (tests only), none; "
+        "auto: local when installed, else none.",
+        choices=("auto", "local", "openai", "hashing", "none"),
+    ),
+    Setting("embedding_url", "", "Base URL of the OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434."),
+    Setting("embedding_model", "", "Model name sent to the OpenAI-compatible endpoint (local: its one model)."),
+    Setting("embedding_api_key", "", "API key of the OpenAI-compatible endpoint (a bearer token); never logged."),
+    Setting("embedding_dims", 0, "Dimensions the endpoint must return (0: whatever its first answer has).", int),
+    Setting("embedding_timeout", 30.0, "Seconds an embedding call may take, rate-limit wait included.", float),
+    Setting("embedding_rate", "", "Rate limit of calls to the embedding provider, e.g. '50/s' (empty: none)."),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -75,11 +91,21 @@ class Config:
     ws_max_in_flight: int = 64
     ws_max_subscriptions: int = 1_000
     query_cache_entries: int = 10_000
+    job_workers: int = 4
+    job_lease: float = 60.0
+    job_poll: float = 1.0
     jwt_public_key: str = ""
     jwks_file: str = ""
     jwt_audience: str = ""
     jwt_issuer: str = ""
     log_level: str = "info"
+    embedding_provider: str = "auto"
+    embedding_url: str = ""
+    embedding_model: str = ""
+    embedding_api_key: str = field(default="", repr=False)  # a credential: kept out of reprs and logs
+    embedding_dims: int = 0
+    embedding_timeout: float = 30.0
+    embedding_rate: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -34,7 +34,8 @@ class TestServer:
 
     def __init__(self, app: App, data_dir: Path, **settings: Any) -> None:
         self.port = free_port()
-        values = {"rate_limit": "100000/s burst 100000", **settings}
+        # Tests call fast and embed only when they ask to (embedding_provider="hashing" or "local").
+        values = {"rate_limit": "100000/s burst 100000", "embedding_provider": "none", **settings}
         self.config = Config.from_mapping({"data_dir": data_dir, "port": self.port, **values})
         self.app = app
         self.service: Service | None = None
@@ -62,7 +63,7 @@ class TestServer:
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
-            lifespan="off",
+            lifespan="on",
             ws=WS_PROTOCOL,
             ws_max_size=self.config.ws_max_frame_bytes * 4,
         )

@@ -76,7 +76,14 @@ def test_an_optimistic_create_never_flickers_and_gets_its_real_id(server: TestSe
             await client.wait_settled()
             assert tasks.version == 2
             assert seen.values[0] == [
-                {"id": "optimistic:1", "title": "fresh", "status": "pending", "updated_at": None, "owner_id": "alice"},
+                {
+                    "id": "optimistic:1",
+                    "title": "fresh",
+                    "status": "pending",
+                    "updated_at": None,
+                    "owner_id": "alice",
+                    "vector_status": "pending",
+                },
                 existing,
             ]
             assert all(titles(value) == ["fresh", "existing"] for value in seen.values)  # in every value, once
@@ -137,6 +144,7 @@ def test_refused_mutations_roll_back(server: TestServer) -> None:
                 "status": "pending",
                 "updated_at": None,
                 "owner_id": "alice",
+                "vector_status": "pending",
             }
             assert seen.values == [
                 [guess, *before],

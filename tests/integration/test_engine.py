@@ -466,3 +466,28 @@ def test_a_mutation_that_raises_over_http_leaves_no_trace(tmp_path: Path) -> Non
         assert alice.call("count_notes") == 1
         assert alice.last_version == version == server.service.engine.version
         assert alice.call("add_note", text="next")["text"] == "next" and alice.last_version == version + 1
+
+
+def test_commits_of_another_process_are_caught_up_and_announced(tmp_path: Path) -> None:
+    """Two engines on one file stand for the server and `nanotypedb worker`: versions stay gapless
+    and unique, and each hears of the other's commits as `external` ones."""
+    path = tmp_path / "shared.sqlite3"
+    with opened(path) as server, opened(path) as worker:
+        heard: list[Commit] = []
+        server.on_commit(heard.extend)
+        assert server.write_sync(add("a")).version == 1
+        assert worker.write_sync(add("b")).version == 2  # read from the file, not worker's memory
+        assert server.write_sync(add("c")).version == 3
+        assert [(c.version, bool(c.info.get("external"))) for c in heard] == [(1, False), (2, True), (3, False)]
+        worker.write_sync(add("d"))
+        assert server.check_external()  # found while the server writes nothing
+        assert not server.check_external()  # and only once
+        assert heard[-1].version == 4 and heard[-1].info == {"external": True}
+        assert server.version == 4
+
+
+def test_bookkeeping_writes_take_no_version(engine: SqliteEngine) -> None:
+    engine.write_sync(add("a"))
+    result = engine.write_sync(lambda tx: tx.conn.execute("INSERT INTO tallies (label) VALUES ('x')"), versioned=False)
+    assert result.version == 1
+    assert engine.write_sync(add("b")).version == 2

@@ -160,6 +160,11 @@ def test_functions_lists_the_tasks_app(server: TestServer) -> None:
         "updateTask": "mutation",
         "completeTask": "mutation",
         "deleteTask": "mutation",
+        "searchTasks": "action",
+        # The job queue's admin functions, which every app has:
+        "listJobs": "query",
+        "redriveJobs": "mutation",
+        "purgeJobs": "mutation",
     }
     args = listed_["createTask"]["args"]
     assert args["required"] == ["title"]
@@ -169,8 +174,8 @@ def test_functions_lists_the_tasks_app(server: TestServer) -> None:
     assert listed_["createTask"]["optimistic"] == {
         "kind": "insert",
         "table": "tasks",
-        "columns": ["id", "title", "status", "created_at", "updated_at", "owner_id"],
-        "defaults": {"status": "pending", "updated_at": None, "owner_id": None},
+        "columns": ["id", "title", "status", "created_at", "updated_at", "owner_id", "vector_status"],
+        "defaults": {"status": "pending", "updated_at": None, "owner_id": None, "vector_status": "pending"},
         "owner": "owner_id",
     }
     assert listed_["completeTask"]["optimistic"]["set"] == {"status": "completed"}

@@ -16,6 +16,8 @@ from ..auth.tokens import mint_token
 from ..errors import NanoTypeDBError
 from ..service import Paths, ensure_secret
 from ..settings import BY_NAME, SETTINGS, Config, Setting
+from ..storage.jobs import STATUSES
+from . import jobs as cli_jobs
 
 
 def _option(setting: Setting) -> Any:
@@ -128,6 +130,50 @@ def token(user: str, ttl: int, data_dir: str, secret: str, jwt_audience: str, jw
             issuer=jwt_issuer or None,
         )
     )
+
+
+@cli.group()
+def jobs() -> None:
+    """List, re-drive and purge jobs of the queue (dead ones, mostly)."""
+
+
+@jobs.command("list")
+@click.option("--status", type=click.Choice(STATUSES), default=None, help="Only jobs of this status.")
+@click.option("--queue", default=None, help="Only jobs of this handler.")
+@click.option("--limit", default=100, show_default=True, help="At most this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with each job's payload and error history).")
+@_with_settings("data_dir")
+def jobs_list(status: str | None, queue: str | None, limit: int, as_json: bool, data_dir: str) -> None:
+    """List queued, running and dead jobs (done jobs leave the queue): id, handler, status, attempts, last error."""
+    cli_jobs.list_jobs(data_dir, status, queue, limit, as_json)
+
+
+@jobs.command("redrive")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--queue", default=None, help="Only dead jobs of this handler.")
+@_with_settings("data_dir")
+def jobs_redrive(ids: tuple[int, ...], queue: str | None, data_dir: str) -> None:
+    """Run dead jobs again (these ids, or all of --queue, or all), with a fresh count of attempts."""
+    cli_jobs.redrive(data_dir, ids, queue)
+
+
+@jobs.command("purge")
+@click.option("--status", type=click.Choice(STATUSES), default="dead", show_default=True)
+@click.option("--queue", default=None, help="Only jobs of this handler.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_with_settings("data_dir")
+def jobs_purge(status: str, queue: str | None, yes: bool, data_dir: str) -> None:
+    """Delete jobs of one status (dead by default)."""
+    if not yes:
+        click.confirm(f"Delete every {status} job{f' of {queue}' if queue else ''}?", abort=True)
+    cli_jobs.purge(data_dir, status, queue)
+
+
+@cli.command()
+@_with_settings()
+def worker(**values: Any) -> None:
+    """Run the app's job handlers in this process, beside a server started with --job-workers 0."""
+    cli_jobs.run_worker(Config.from_mapping(values))
 
 
 def main() -> None:

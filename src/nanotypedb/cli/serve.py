@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import click
 import uvicorn
 
+from ..ai import choice as ai_choice
 from ..server.routes import WS_PROTOCOL, build_asgi
 from ..service import Service, load_app
 from ..settings import Config
@@ -42,7 +43,7 @@ def run(config: Config) -> None:
             ws=WS_PROTOCOL,
             ws_max_size=config.ws_max_frame_bytes * 4,
             timeout_graceful_shutdown=30,
-            lifespan="off",
+            lifespan="on",
         )
     )
     try:
@@ -81,3 +82,4 @@ def _announce(service: Service, config: Config, report: object) -> None:
         f"(data: {config.data_dir}, durability: {config.durability})",
         err=True,
     )
+    click.echo(ai_choice.describe_choice(config), err=True)

@@ -17,6 +17,7 @@ from ..storage.schema import Table, column
 from . import migrations
 
 Status = Literal["pending", "completed"]
+VectorStatus = Literal["pending", "indexed", "failed"]
 Title = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 
 app = App("tasks")
@@ -28,12 +29,14 @@ def _now() -> dt.datetime:
 
 
 @app.table
-class Task(Table, table="tasks", policy=owner_policy("owner_id")):
+class Task(Table, table="tasks", policy=owner_policy("owner_id"), embed=("title",)):
     title: str
     status: Status = "pending"
     created_at: dt.datetime = column(default_factory=_now)
     updated_at: dt.datetime | None = None
     owner_id: str | None = column(None, index=True)
+    # Set by the server: pending until the title's embedding is stored, then indexed (or failed).
+    vector_status: VectorStatus | None = None
 
 
 @app.query(name="listTasks")
@@ -95,3 +98,11 @@ def complete_task(ctx: Ctx, id: int) -> dict[str, Any]:
 @app.mutation(name="deleteTask", optimistic="delete:tasks")
 def delete_task(ctx: Ctx, id: int) -> dict[str, Any]:
     return ctx.db.delete("tasks", id)
+
+
+@app.action(name="searchTasks")
+async def search_tasks(
+    ctx: Ctx, query: Annotated[str, StringConstraints(min_length=1, max_length=2000)], k: int = 10
+) -> list[dict[str, Any]]:
+    """The caller's tasks whose titles mean most nearly `query`, best first, each with its `_score`."""
+    return await ctx.search("tasks", query, k)

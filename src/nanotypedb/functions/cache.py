@@ -73,6 +73,10 @@ class QueryCache:
         """The commit listener: drop every result whose read set a changed row touches."""
         with self._lock:
             for commit in commits:
+                if commit.info.get("external"):  # another process wrote: what changed is unknown
+                    self._entries.clear()
+                    self._by_table.clear()
+                    continue
                 for change in commit.changes:
                     for k in list(self._by_table.get(change.table, ())):
                         entry = self._entries.get(k)

@@ -9,6 +9,7 @@ from typing import Any
 from ..auth.policy import Policy, Rule
 from ..auth.principal import Principal
 from ..errors import Forbidden, PolicyDenied, RowNotFound, ValidationFailed
+from ..protocol import dumps
 from ..storage.query import (
     Condition,
     Select,
@@ -19,6 +20,9 @@ from ..storage.query import (
 )
 from ..storage.schema import TableSchema
 from ..storage.transaction import Transaction
+from ..vectors import store as vector_store
+from . import embedding
+from .jobs import JobSpec
 
 MAX_LIMIT = 1000
 
@@ -38,9 +42,18 @@ class Page:
 class Db:
     """Reads and writes as the caller: admins bypass policies, everyone else goes through them."""
 
-    def __init__(self, tx: Transaction, principal: Principal) -> None:
+    def __init__(self, tx: Transaction, principal: Principal, jobs: Mapping[str, JobSpec] | None = None) -> None:
         self._tx = tx
         self.principal = principal
+        self._jobs = jobs or {}
+
+    def enqueue(self, job: str, payload: Any = None, *, delay: float = 0.0) -> int:
+        """Queue job `job` with a JSON payload, in this transaction: it runs if and only if the
+        write commits. Returns the job's id."""
+        spec = self._jobs.get(job)
+        if spec is None:
+            raise ValueError(f"No job handler is named {job!r}; declare one with @app.job(name={job!r}).")
+        return self._tx.enqueue(job, dumps(payload), spec.max_attempts, delay)
 
     def query(self, table: str) -> Query:
         schema = self._tx.table(table)
@@ -56,7 +69,13 @@ class Db:
         values = dict(values)
         if not self.principal.is_admin:
             values = self._policy(schema, "insert").prepare_insert(self.principal, values)
-        return self._tx.insert(schema, values)
+        embeds = self._embeds(schema)
+        if embeds:
+            values[embedding.STATUS] = "pending"
+        row = self._tx.insert(schema, values)
+        if embeds:
+            self._queue_embedding(schema, row)
+        return row
 
     def update(self, table: str, row_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
         schema = self._writable(table)
@@ -68,7 +87,13 @@ class Db:
         result = self._tx.update(schema, row_id, changes, guard)
         if result is None:
             raise RowNotFound(f"No row {row_id} in {table!r} that you may update.")
-        return result[1]
+        before, after = result
+        if self._embeds(schema) and embedding.content_hash(schema, before) != embedding.content_hash(schema, after):
+            # New content: the vector is stale from now on, and a job computes the next one.
+            refreshed = self._tx.update(schema, row_id, {embedding.STATUS: "pending"})
+            after = refreshed[1] if refreshed is not None else after
+            self._queue_embedding(schema, after)
+        return after
 
     def delete(self, table: str, row_id: int) -> dict[str, Any]:
         schema = self._writable(table)
@@ -78,7 +103,17 @@ class Db:
         before = self._tx.delete(schema, row_id, guard)
         if before is None:
             raise RowNotFound(f"No row {row_id} in {table!r} that you may delete.")
+        if embedding.columns(schema):
+            vector_store.delete(self._tx.conn, table, row_id)
         return before
+
+    def _embeds(self, schema: TableSchema) -> bool:
+        """Whether writes to this table queue embeddings (it is embedded, and the server embeds)."""
+        return bool(embedding.columns(schema)) and embedding.EMBED_JOB in self._jobs
+
+    def _queue_embedding(self, schema: TableSchema, row: Mapping[str, Any]) -> None:
+        payload = {"table": schema.name, "id": row["id"], "hash": embedding.content_hash(schema, row)}
+        self.enqueue(embedding.EMBED_JOB, payload)
 
     def count(self, table: str, **where: Any) -> int:
         return self.query(table).where(**where).count()

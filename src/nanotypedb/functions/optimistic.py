@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError
 from ..storage.schema import MISSING, TableSchema
+from . import embedding
 
 Kind = Literal["insert", "update", "delete", "custom"]
 _KINDS = ("insert", "update", "delete", "custom")
@@ -40,6 +41,8 @@ class Optimistic:
             for name, col in schema.columns.items()
             if col.default_factory is None and (col.nullable or col.default is not MISSING)
         }
+        if embedding.columns(schema):
+            defaults[embedding.STATUS] = "pending"  # what the server sets on insert, until the vector is stored
         owner = getattr(schema.policy, "owner", None)
         return {"kind": "insert", "table": schema.name, "columns": columns, "defaults": defaults, "owner": owner}
 

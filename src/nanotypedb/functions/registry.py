@@ -14,6 +14,7 @@ import pydantic
 from ..errors import ConfigError, MalformedMessage, ValidationFailed
 from ..lib.ratelimit import Rate
 from ..storage.schema import TableSchema, check_name
+from .jobs import JobSpec
 from .optimistic import Optimistic
 
 
@@ -39,6 +40,9 @@ class Function:
     rate: Rate | None = None
     optimistic: Optimistic | None = None
     description: str = ""
+    # False for a query that reads what commits do not announce (the job queue's bookkeeping):
+    # it is never answered from the cache, and cannot be subscribed to.
+    cacheable: bool = True
 
     def parse_args(self, body: bytes | str) -> dict[str, Any]:
         """Validate JSON arguments against the signature.
@@ -106,6 +110,12 @@ class Registry:
 
     def __init__(self) -> None:
         self._functions: dict[str, Function] = {}
+        self.jobs: dict[str, JobSpec] = {}  # job handlers by name
+
+    def add_job(self, spec: JobSpec) -> None:
+        if spec.name in self.jobs:
+            raise ConfigError(f"Two job handlers are named {spec.name!r}.")
+        self.jobs[spec.name] = spec
 
     def add(self, fn: Function) -> None:
         check_name(fn.name, "function name")

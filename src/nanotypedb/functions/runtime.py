@@ -29,6 +29,7 @@ from .cache import Entry, QueryCache
 from .cache import key as cache_key
 from .context import Ctx
 from .db import Db, Page
+from .jobs import JobSpec
 from .registry import Function, FunctionKind, Registry
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,9 @@ class Runtime:
         cache_entries: int = 10_000,
     ) -> None:
         self.registry = registry
+        # The job handlers mutations may queue: the app's, plus the server's own (embeddings).
+        self.jobs: dict[str, JobSpec] = dict(registry.jobs)
+        self.embeddings: Any = None  # the server's Embeddings, when it embeds (ctx.search, ctx.embed)
         self.engine = engine
         self.default_rate = default_rate
         self.limiter = limiter or RateLimiter()
@@ -105,7 +109,7 @@ class Runtime:
         """
         fn = self.lookup(name, principal, client)
         args = fn.parse_args(body)
-        if fn.kind is FunctionKind.QUERY:
+        if fn.kind is FunctionKind.QUERY and fn.cacheable:
             return await self.query(fn, principal, args, body if isinstance(body, bytes) else body.encode(), request_id)
         return await self.invoke(fn, principal, args, request_id, client, alone=counted and self.active <= 1)
 
@@ -182,7 +186,7 @@ class Runtime:
 
     def _bind(self, fn: Function, principal: Principal, args: dict[str, Any], request_id: str) -> Any:
         def run(tx: Transaction) -> tuple[Any, bytes]:
-            ctx = Ctx(principal, request_id, Db(tx, principal))
+            ctx = Ctx(principal, request_id, Db(tx, principal, self.jobs))
             value = _plain(fn.handler(ctx, **args))
             # Encoded inside the transaction: a mutation whose result cannot be sent rolls back.
             return value, _encode(fn, value)

@@ -170,6 +170,9 @@ class Hub:
 
     def _mark(self, commits: list[Commit]) -> None:
         for commit in commits:
+            if commit.info.get("external"):  # another process wrote: what changed is unknown
+                self._dirty.update(self.queries.values())
+                continue
             for change in commit.changes:
                 for member in self.index.candidates(change.table, (change.before, change.after)):
                     lq = cast(LiveQuery, member)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -71,8 +72,18 @@ WS_PROTOCOL = "websockets-sansio"
 def build_asgi(service: Service) -> WebSocketFirst:
     """The Starlette app for a service, wrapped so that every response carries a request id;
     /ws connections go straight to their session (the route in ROUTES describes it)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
     app = Starlette(
         routes=ROUTES,
+        lifespan=lifespan,
         exception_handlers={
             HTTPException: _on_http_error,
             NanoTypeDBError: _on_error,

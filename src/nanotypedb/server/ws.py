@@ -149,6 +149,8 @@ class Session:
         fn = self.service.runtime.lookup(name, self.principal, self.client)
         if fn.kind is not FunctionKind.QUERY:
             raise BadRequest(f"{name!r} is a {fn.kind.value}; only queries can be subscribed to.")
+        if not fn.cacheable:
+            raise BadRequest(f"{name!r} reads what commits do not announce; call it instead of subscribing.")
         parsed = fn.parse_args(args)
         raw = orjson.dumps(orjson.loads(args), option=orjson.OPT_SORT_KEYS)
         self.service.hub.subscribe(self.outbox, sub_id, fn, self.principal, parsed, raw)

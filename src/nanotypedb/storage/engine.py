@@ -92,6 +92,7 @@ class EngineStats:
 @dataclass(slots=True)
 class _Job:
     fn: Callable[[Transaction], Any]
+    versioned: bool = True  # False: bookkeeping (claiming a job, say) that no client sees as a commit
     outcome: Any = None  # a WriteResult, or the exception the mutation raised
 
 
@@ -193,12 +194,17 @@ class SqliteEngine:
         """The version of the last commit."""
         return self._version
 
-    def open(self, tables: Iterable[TableSchema] = (), migrations: Iterable[Migration] = ()) -> OpenReport:
-        """Create the file if needed, apply migrations and additive schema changes."""
+    def open(
+        self, tables: Iterable[TableSchema] = (), migrations: Iterable[Migration] = (), system: Iterable[str] = ()
+    ) -> OpenReport:
+        """Create the file if needed, the system tables (`system`: DDL), then apply migrations and
+        additive schema changes."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = connect(self.path, self.durability)
         try:
             self._init_meta(conn)
+            for ddl in system:
+                conn.execute(ddl)
             ran = apply_migrations(conn, migrations)
             tables = list(tables)
             report = sync_schema(conn, tables)
@@ -225,7 +231,9 @@ class SqliteEngine:
 
     # -- writes ---------------------------------------------------------------
 
-    async def write(self, fn: Callable[[Transaction], T], *, alone: bool = False) -> WriteResult[T]:
+    async def write(
+        self, fn: Callable[[Transaction], T], *, alone: bool = False, versioned: bool = True
+    ) -> WriteResult[T]:
         """Run `fn` in a write transaction; its changes commit or vanish whole.
 
         `alone` says no other call is in progress: with nothing to batch it with, and a
@@ -234,23 +242,23 @@ class SqliteEngine:
         """
         self._check_open()
         if alone and self._committer is None and not self._pending and not self._write_lock.locked():
-            return self.write_sync(fn)
+            return self.write_sync(fn, versioned=versioned)
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._start_writer(loop)
         elif loop is not self._loop:
             # One writer task lives on one loop; another loop's writes go through a thread.
-            return await asyncio.to_thread(self.write_sync, fn)
+            return await asyncio.to_thread(self.write_sync, fn, versioned=versioned)
         fut: asyncio.Future[WriteResult[T]] = loop.create_future()
-        self._pending.append((_Job(fn), fut))
+        self._pending.append((_Job(fn, versioned), fut))
         assert self._wake is not None
         self._wake.set()
         return await fut
 
-    def write_sync(self, fn: Callable[[Transaction], T]) -> WriteResult[T]:
+    def write_sync(self, fn: Callable[[Transaction], T], *, versioned: bool = True) -> WriteResult[T]:
         """Write from a thread with no event loop (the CLI, tests): the same transaction rules."""
         self._check_open()
-        job = _Job(fn)
+        job = _Job(fn, versioned)
         with self._write_lock:
             commits = self._run_bodies([job])
             self._commit_now(commits)
@@ -304,10 +312,10 @@ class SqliteEngine:
         """BEGIN, run every mutation in order, record the new version; the caller commits."""
         conn = self._conn
         assert conn is not None
-        version = self._version
         commits: list[Commit] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
+            version = self._catch_up(conn, commits)
             for job in jobs:
                 version = self._run_job(conn, job, version, commits, solo=len(jobs) == 1)
             if commits:
@@ -332,9 +340,21 @@ class SqliteEngine:
             return version
         if not solo:
             conn.execute("RELEASE mutation")
+        if not job.versioned:
+            job.outcome = WriteResult(value, version, tx.changes)
+            return version
         version += 1
         job.outcome = WriteResult(value, version, tx.changes)
-        commits.append(Commit(version, tx.changes))
+        commits.append(Commit(version, tx.changes, {"jobs": tx.enqueued} if tx.enqueued else {}))
+        return version
+
+    def _catch_up(self, conn: sqlite3.Connection, commits: list[Commit]) -> int:
+        """The version in the file, inside the write transaction: another process (`nanotypedb
+        worker`, the CLI) may have committed since. Its changes are unknown here, so listeners
+        hear of them as one `external` commit and drop everything they derived."""
+        version = int(conn.execute("SELECT value FROM _meta WHERE key='version'").fetchone()[0])
+        if version != self._version:
+            commits.append(Commit(version, [], {"external": True}))
         return version
 
     def _commit_now(self, commits: list[Commit], jobs: list[_Job] | None = None) -> None:
@@ -377,15 +397,35 @@ class SqliteEngine:
 
     def _after_commit(self, jobs: list[_Job], commits: list[Commit]) -> None:
         self.stats.group_commits += 1
-        self.stats.mutations += len(commits)
-        self.stats.failed_mutations += len(jobs) - len(commits)
+        self.stats.mutations += sum(1 for c in commits if not c.info.get("external"))
+        self.stats.failed_mutations += sum(1 for job in jobs if isinstance(job.outcome, BaseException))
         self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
         if commits:
-            for listener in self._listeners:
-                try:
-                    listener(commits)
-                except Exception:
-                    log.exception("commit listener failed")
+            self._announce(commits)
+
+    def _announce(self, commits: list[Commit]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(commits)
+            except Exception:
+                log.exception("commit listener failed")
+
+    def check_external(self) -> bool:
+        """Announce commits another process made while this one wrote nothing (called on a timer).
+
+        Skipped while a write is in progress: that write catches up by itself (`_catch_up`).
+        """
+        if self._conn is None or self._shut or not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            version = int(self._conn.execute("SELECT value FROM _meta WHERE key='version'").fetchone()[0])
+            if version == self._version:
+                return False
+            self._version = version
+        finally:
+            self._write_lock.release()
+        self._announce([Commit(version, [], {"external": True})])
+        return True
 
     # -- reads ----------------------------------------------------------------
 

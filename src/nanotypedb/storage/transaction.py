@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..errors import NotFound
+from ..errors import Forbidden, NotFound
+from . import jobs
 from .query import Condition, Select
 from .reads import ReadSet
 from .schema import TableSchema, quote
@@ -36,6 +37,7 @@ class Transaction:
         self.writable = writable
         self.read_set = ReadSet()
         self.changes: list[Change] = []
+        self.enqueued = 0  # jobs written in this transaction (the commit wakes the workers)
 
     def table(self, name: str) -> TableSchema:
         schema = self.tables.get(name)
@@ -106,6 +108,14 @@ class Transaction:
         self.conn.execute(f'DELETE FROM {quote(table.name)} WHERE "id" = ?', (row_id,))
         self.changes.append(Change(table.name, "delete", row_id, before, None))
         return before
+
+    def enqueue(self, queue: str, payload: bytes, max_attempts: int, delay: float = 0.0) -> int:
+        """Write a job into this transaction: it exists exactly if the transaction commits."""
+        if not self.writable:
+            raise Forbidden("Jobs are enqueued from mutations (and job handlers' writes), not from queries.")
+        job_id = jobs.enqueue(self.conn, queue, payload, max_attempts, delay)
+        self.enqueued += 1
+        return job_id
 
     def _rows(self, table: TableSchema, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         cur = self.conn.execute(sql, params)
