@@ -146,7 +146,9 @@ class Service:
         self.hub = Hub(self.runtime, config.ws_max_subscriptions)
         self.ai, self.embeddings = self._ai()
         if self.embeddings is not None:
-            self.runtime.jobs[embedding.EMBED_JOB] = self.embeddings.job()
+            self.runtime.jobs[embedding.EMBED_JOB] = self.embeddings.job(
+                config.embedding_retries, config.embedding_timeout + 10, config.embedding_backoff
+            )
             self.runtime.embeddings = self.embeddings
         self.jobs = JobRunner(
             self.engine,

@@ -69,6 +69,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("embedding_api_key", "", "API key of the OpenAI-compatible endpoint (a bearer token); never logged."),
     Setting("embedding_dims", 0, "Dimensions the endpoint must return (0: whatever its first answer has).", int),
     Setting("embedding_timeout", 30.0, "Seconds an embedding call may take, rate-limit wait included.", float),
+    Setting("embedding_retries", 3, "Retries of a row's embedding job before the row is marked failed.", int),
+    Setting("embedding_backoff", 2.0, "Seconds before an embedding job's first retry (doubling, with jitter).", float),
     Setting("embedding_rate", "", "Rate limit of calls to the embedding provider, e.g. '50/s' (empty: none)."),
 )
 
@@ -105,6 +107,8 @@ class Config:
     embedding_api_key: str = field(default="", repr=False)  # a credential: kept out of reprs and logs
     embedding_dims: int = 0
     embedding_timeout: float = 30.0
+    embedding_retries: int = 3
+    embedding_backoff: float = 2.0
     embedding_rate: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 

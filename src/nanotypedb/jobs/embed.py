@@ -49,9 +49,10 @@ class Embeddings:
         self._thread: int | None = None
         engine.on_commit(self._on_commit)
 
-    def job(self, retries: int = 3, timeout: float = 60.0) -> JobSpec:
+    def job(self, retries: int = 3, timeout: float = 60.0, backoff: float = 2.0) -> JobSpec:
         """The `_embed` job: the seed's 3 retries; a row whose last attempt fails is marked `failed`."""
-        return JobSpec(embedding.EMBED_JOB, self._handle, retries=retries, timeout=timeout, backoff=2.0)
+        cap = max(backoff, 300.0)
+        return JobSpec(embedding.EMBED_JOB, self._handle, retries, timeout, backoff, cap)
 
     def load(self) -> None:
         """Read every stored vector into memory (at start-up, and after another process wrote)."""
