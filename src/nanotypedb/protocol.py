@@ -21,13 +21,15 @@ AUTH: Final = "auth"
 RPC: Final = "rpc"
 SUBSCRIBE: Final = "subscribe"
 UNSUBSCRIBE: Final = "unsubscribe"
+SUBSCRIBE_SEMANTIC: Final = "subscribeSemantic"
 PING: Final = "ping"
-CLIENT_TYPES: Final = frozenset({AUTH, RPC, SUBSCRIBE, UNSUBSCRIBE, PING})
+CLIENT_TYPES: Final = frozenset({AUTH, RPC, SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE_SEMANTIC, PING})
 SUPPORTED_TYPES: Final = CLIENT_TYPES
 
 # Server → client message types.
 RESULT: Final = "result"
 TRANSITION: Final = "transition"
+SEMANTIC: Final = "semantic"
 ERROR: Final = "error"
 PONG: Final = "pong"
 

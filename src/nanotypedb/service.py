@@ -26,6 +26,7 @@ from .jobs.runner import JobRunner
 from .lib.ids import secret_token
 from .lib.ratelimit import Rate
 from .live.hub import Hub
+from .live.semantic import SemanticHub
 from .settings import Config
 from .storage import jobs as jobs_store
 from .storage.engine import Durability, OpenReport, SqliteEngine
@@ -150,6 +151,14 @@ class Service:
                 config.embedding_retries, config.embedding_timeout + 10, config.embedding_backoff
             )
             self.runtime.embeddings = self.embeddings
+        self.semantic = SemanticHub(
+            self.engine,
+            self.embeddings.embed if self.embeddings is not None else None,
+            set(self.embeddings.tables) if self.embeddings is not None else set(),
+            config.ws_max_subscriptions,
+        )
+        if self.embeddings is not None:
+            self.embeddings.on_indexed.append(self.semantic.indexed)
         self.jobs = JobRunner(
             self.engine,
             self.runtime.jobs,

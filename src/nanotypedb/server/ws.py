@@ -67,6 +67,7 @@ class Session:
             await self.serve()
         finally:
             self.service.hub.drop(self.outbox)
+            self.service.semantic.drop(self)
             # Calls already started finish (their writes commit) even if nobody hears the reply.
             if self.in_flight:
                 await asyncio.gather(*self.in_flight, return_exceptions=True)
@@ -113,7 +114,10 @@ class Session:
         elif kind == protocol.SUBSCRIBE:
             self.subscribe(msg, msg_id)
         elif kind == protocol.UNSUBSCRIBE:
-            self.service.hub.unsubscribe(self.outbox, msg_id)
+            if not self.service.semantic.unsubscribe(self, msg_id):
+                self.service.hub.unsubscribe(self.outbox, msg_id)
+        elif kind == protocol.SUBSCRIBE_SEMANTIC:
+            self.subscribe_semantic(msg, msg_id)
         elif kind == protocol.PING:
             await self.send({"type": protocol.PONG, "id": msg_id})
         elif kind == protocol.AUTH:
@@ -144,6 +148,34 @@ class Session:
             raise MalformedMessage("A subscribe message needs a string `name` and an object `args`.")
         self.check_expiry()
         self.start_subscription(msg_id, name, protocol.dumps(args))
+
+    def subscribe_semantic(self, msg: dict[str, Any], msg_id: Any) -> None:
+        if not isinstance(msg_id, str | int) or isinstance(msg_id, bool) or msg_id in self.outbox.subs:
+            raise MalformedMessage("A subscribeSemantic message needs an `id` (a string or an integer) not in use.")
+        self.check_expiry()
+        # Embedding the description waits for the model: it runs as a task, like an rpc.
+        task = asyncio.create_task(self.start_semantic(msg, msg_id))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
+    async def start_semantic(self, msg: dict[str, Any], msg_id: Any) -> None:
+        rid = request_id()
+        try:
+            await self.service.semantic.subscribe(
+                self,
+                msg_id,
+                self.principal,
+                msg.get("topic"),
+                msg.get("description"),
+                msg.get("threshold", 0.5),
+                self.send_raw,
+                len(self.outbox.subs),
+            )
+        except Exception as exc:
+            await self.send_error(msg_id, exc, rid)
+            return
+        data = {"topic": msg.get("topic"), "threshold": msg.get("threshold", 0.5)}
+        await self.send(protocol.result(msg_id, data, self.service.engine.version))
 
     def start_subscription(self, sub_id: Any, name: str, args: bytes) -> None:
         fn = self.service.runtime.lookup(name, self.principal, self.client)
