@@ -104,7 +104,9 @@ def spawn_nanotypedb(data_dir: Path, durability: str, extra: tuple[str, ...] = (
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [PYTHON, "-m", "nanotypedb", "serve", "--data-dir", str(data_dir)]
     argv += ["--host", "127.0.0.1", "--port", str(free_port()), "--durability", durability]
-    argv += ["--rate-limit", "1000000/s", *extra]
+    # Embeddings off unless `extra` turns them on: the floors do not embed, and the tasks app
+    # would otherwise queue an embedding job per createTask and spend the CPU on the model.
+    argv += ["--rate-limit", "1000000/s", "--embedding-provider", "none", *extra]
     return spawn(f"nanotypedb ({durability})", argv, data_dir.parent / f"{data_dir.name}.log")
 
 

@@ -577,7 +577,7 @@ def spawn_live_server(data_dir: Path, durability: str) -> Server:
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [PYTHON, str(LIVE_SERVER_SCRIPT), "--data-dir", str(data_dir)]
     argv += ["--host", "127.0.0.1", "--port", str(free_port()), "--durability", durability]
-    argv += ["--rate-limit", "1000000/s"]
+    argv += ["--rate-limit", "1000000/s", "--embedding-provider", "none"]  # as spawn_nanotypedb: no model
     return spawn(f"nanotypedb with live stats ({durability})", argv, data_dir.parent / f"{data_dir.name}.log")
 
 
