@@ -169,6 +169,8 @@ class Service:
         )
         self._watcher: asyncio.Task[None] | None = None
         self.first_admin_key: str | None = None
+        self.connections = 0  # open WebSocket connections (server/ws.py counts them)
+        self.started = False  # start() ran and stop() has not
 
     def open(self, *, first_key: bool = True) -> OpenReport:
         """Apply migrations and schema, and create the first admin key if there is none (`first_key`:
@@ -228,12 +230,24 @@ class Service:
         if workers and self.config.job_workers > 0:
             self.jobs.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="ntdb-watch")
+        self.started = True
+
+    def readiness(self) -> dict[str, bool]:
+        """What /readyz checks: the databases open with migrations applied, the job workers running
+        (when this process runs any: `--job-workers` above 0 and the app defines jobs)."""
+        checks = {"databases": self.engine.is_open, "started": self.started}
+        if self.config.job_workers > 0 and self.runtime.jobs:
+            checks["job_workers"] = self.jobs.running
+        return checks
 
     async def stop(self) -> None:
+        self.started = False
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
         await self.jobs.stop()
+        if self.ai is not None:
+            await self.ai.aclose()  # the providers' kept-alive connections close with this loop
 
     async def _watch(self) -> None:
         while True:

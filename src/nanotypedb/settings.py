@@ -58,6 +58,19 @@ SETTINGS: tuple[Setting, ...] = (
         "log_level", "info", "Log level: debug, info, warning or error.", choices=("debug", "info", "warning", "error")
     ),
     Setting(
+        "log_format",
+        "text",
+        "Log lines as text, or as json: one object per line with time, level, logger, message, request_id.",
+        choices=("text", "json"),
+    ),
+    Setting(
+        "metrics_access",
+        "loopback",
+        "Who may read /metrics: loopback (127.0.0.1 and ::1; an admin key from elsewhere), open, key (an admin "
+        "key always) or off (404).",
+        choices=("loopback", "open", "key", "off"),
+    ),
+    Setting(
         "embedding_provider",
         "auto",
         "Embeddings: local (the bundled MiniLM), openai (any /v1/embeddings), hashing (tests only), none; "
@@ -101,6 +114,8 @@ class Config:
     jwt_audience: str = ""
     jwt_issuer: str = ""
     log_level: str = "info"
+    log_format: str = "text"
+    metrics_access: str = "loopback"
     embedding_provider: str = "auto"
     embedding_url: str = ""
     embedding_model: str = ""

@@ -18,6 +18,8 @@ Modes (`MODES`): "ok"; "timeout" (holds the request for `hang` seconds, 5 by def
 then answers properly); "500" (HTTP 500 with a JSON error); "429" (HTTP 429 with `Retry-After: retry_after`,
 2 by default); "malformed" (HTTP 200 whose body is not JSON); "wrong_dims" (vectors of dims + 1); "wrong_count"
 (one vector fewer than texts). With `api_key=`, a request without `Authorization: Bearer <api_key>` gets 401.
+With `keep_alive=False`, every answer says `Connection: close` and the server closes the connection after it, so a
+client keeps no connection open between requests (by default connections are kept alive, as real providers do).
 `MisbehavingProvider.refused_url()` is a URL of 127.0.0.1 where nothing listens (connection refused).
 
 For retry and dead-letter tests: point the embedder's base URL at `provider.url`, script the failures, and count
@@ -54,8 +56,17 @@ class Request:
 class MisbehavingProvider:
     """The server; a context manager that starts it on a free port of 127.0.0.1 and stops it."""
 
-    def __init__(self, dims: int = 8, *, api_key: str | None = None, hang: float = 5.0, retry_after: int = 2) -> None:
+    def __init__(
+        self,
+        dims: int = 8,
+        *,
+        api_key: str | None = None,
+        hang: float = 5.0,
+        retry_after: int = 2,
+        keep_alive: bool = True,
+    ) -> None:
         self.dims = dims
+        self.keep_alive = keep_alive
         self.api_key = api_key
         self.hang = hang
         self.retry_after = retry_after
@@ -170,6 +181,8 @@ def _handler(provider: MisbehavingProvider) -> type[BaseHTTPRequestHandler]:
                 self.send_response(status)
                 for name, value in {"Content-Type": "application/json", **headers}.items():
                     self.send_header(name, value)
+                if not provider.keep_alive:
+                    self.send_header("Connection", "close")  # also makes the handler close the connection
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)

@@ -160,7 +160,10 @@ class AIGateway:
     def _assemble(
         self, embedder: Embedder, hashes: list[bytes], cached: Mapping[bytes, bytes], fresh: Mapping[bytes, Vectors]
     ) -> Vectors:
-        dims = next((v.shape[0] for v in fresh.values()), 0) or embedder.dims
+        # A call answered from the cache alone, before this process heard the provider: the
+        # size is that of the stored vectors.
+        stored = len(next(iter(cached.values()), b"")) // 4
+        dims = next((v.shape[0] for v in fresh.values()), 0) or embedder.dims or stored
         out = np.empty((len(hashes), dims), dtype=np.float32)
         for row, h in enumerate(hashes):
             out[row] = fresh[h] if h in fresh else np.frombuffer(cached[h], dtype="<f4")

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import click
 
+from ..lib import logs
 from ..service import DEFAULT_ENVIRONMENT, Paths, Service, load_app
 from ..settings import Config
 from ..storage import jobs as store
@@ -73,6 +74,7 @@ def purge(data_dir: str, status: str, queue: str | None) -> None:
 
 def run_worker(config: Config) -> None:
     """Run the app's job handlers against the data directory until SIGTERM or Ctrl+C."""
+    logs.configure(config.log_level, config.log_format)
     service = Service(load_app(config.app), config)
     service.open(first_key=False)
     handlers = sorted(service.app.functions.jobs)

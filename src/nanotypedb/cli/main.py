@@ -1,4 +1,4 @@
-"""`nanotypedb`: serve an app, manage API keys, mint development tokens."""
+"""`nanotypedb`: serve an app, manage API keys, mint development tokens, back up a data directory."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ..errors import NanoTypeDBError
 from ..service import Paths, ensure_secret
 from ..settings import BY_NAME, SETTINGS, Config, Setting
 from ..storage.jobs import STATUSES
+from . import backup as cli_backup
 from . import jobs as cli_jobs
 
 
@@ -167,6 +168,16 @@ def jobs_purge(status: str, queue: str | None, yes: bool, data_dir: str) -> None
     if not yes:
         click.confirm(f"Delete every {status} job{f' of {queue}' if queue else ''}?", abort=True)
     cli_jobs.purge(data_dir, status, queue)
+
+
+@cli.command()
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="A new directory for the copy.")
+@_with_settings("data_dir")
+def backup(out: Path, data_dir: str) -> None:
+    """Copy the databases and the secret of a data directory, safely while the server runs, into a new directory."""
+    for path in cli_backup.run_backup(Path(data_dir), out):
+        click.echo(f"wrote {path}", err=True)
+    click.echo(str(out))
 
 
 @cli.command()

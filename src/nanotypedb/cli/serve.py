@@ -13,6 +13,7 @@ import click
 import uvicorn
 
 from ..ai import choice as ai_choice
+from ..lib import logs
 from ..server.routes import WS_PROTOCOL, build_asgi
 from ..service import Service, load_app
 from ..settings import Config
@@ -25,7 +26,7 @@ GC_THRESHOLDS = (50_000, 50, 100)
 
 
 def run(config: Config) -> None:
-    logging.getLogger().setLevel(config.log_level.upper())
+    logs.configure(config.log_level, config.log_format)
     service = Service(load_app(config.app), config)
     report = service.open()
     _announce(service, config, report)
@@ -39,6 +40,8 @@ def run(config: Config) -> None:
             host=config.host,
             port=config.port,
             log_level=config.log_level,
+            # JSON: uvicorn's loggers pass their records to the root logger's JSON handler.
+            log_config=None if config.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
             access_log=False,
             ws=WS_PROTOCOL,
             ws_max_size=config.ws_max_frame_bytes * 4,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import inspect
 import logging
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from ..errors import (
     Unauthenticated,
 )
 from ..lib.ids import request_id as new_request_id
+from ..lib.logs import REQUEST_ID
 from ..lib.ratelimit import Rate, RateLimiter
 from ..protocol import dumps
 from ..storage.engine import Failed, SqliteEngine
@@ -33,6 +35,8 @@ from .jobs import JobSpec
 from .registry import Function, FunctionKind, Registry
 
 log = logging.getLogger(__name__)
+# Told of every call through `Runtime.call`: (function name, "ok" or the error code, seconds taken).
+CallObserver = Callable[[str, str, float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,8 @@ class Runtime:
         # runs): a mutation that is the only one runs at once; with company it joins the
         # writer's next batch, where it shares a commit.
         self.active = 0
+        self.rate_limited = 0  # calls refused by the rate limiter, for /metrics
+        self.observers: list[CallObserver] = []
         engine.on_commit(self.cache.invalidate)
 
     def lookup(self, name: str, principal: Principal, client: str = "") -> Function:
@@ -89,6 +95,7 @@ class Runtime:
         key = (principal.kind, principal.id or client, name)
         wait = self.limiter.acquire(key, fn.rate or self.default_rate)
         if wait > 0:
+            self.rate_limited += 1
             raise RateLimited(f"Too many calls to {name!r}: retry in {wait:.2f} s.", retry_after=round(wait, 3))
         return fn
 
@@ -105,8 +112,28 @@ class Runtime:
         """The whole path of one call, from JSON arguments to a result with its version.
 
         `counted`: the transport counted this call in `active` when it arrived, so
-        `active` tells whether other calls came with it.
+        `active` tells whether other calls came with it. Each observer hears of it once it ends.
         """
+        token = REQUEST_ID.set(request_id)  # log lines of this call carry its id (--log-format json)
+        start, outcome = time.perf_counter(), "ok"
+        try:
+            return await self._call(principal, name, body, request_id, client, counted)
+        except NanoTypeDBError as exc:
+            outcome = exc.code
+            raise
+        except Exception:
+            outcome = "InternalError"
+            raise
+        finally:
+            seconds = time.perf_counter() - start
+            for observe in self.observers:
+                observe(name, outcome, seconds)
+            log.debug("call %s: %s in %.2f ms", name, outcome, seconds * 1000)
+            REQUEST_ID.reset(token)
+
+    async def _call(
+        self, principal: Principal, name: str, body: bytes | str, request_id: str, client: str, counted: bool
+    ) -> CallResult:
         fn = self.lookup(name, principal, client)
         args = fn.parse_args(body)
         if fn.kind is FunctionKind.QUERY and fn.cacheable:

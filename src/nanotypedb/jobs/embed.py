@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from ..ai.gateway import AIGateway
 from ..auth.principal import Principal
-from ..errors import NanoTypeDBError, ValidationFailed
+from ..errors import ValidationFailed
 from ..functions import embedding
 from ..functions.db import Db
 from ..functions.jobs import JobSpec
@@ -56,8 +56,10 @@ class Embeddings:
 
     def load(self) -> None:
         """Read every stored vector into memory (at start-up, and after another process wrote)."""
+        # Unknown (0) until the provider first answers: then every stored vector is loaded.
         dims = self.gateway.embedder(self.provider).dims
-        self.engine.read_sync(lambda tx: self.index.load(tx.conn, self.tables, dict.fromkeys(self.tables, dims)))
+        sizes = dict.fromkeys(self.tables, dims) if dims else None
+        self.engine.read_sync(lambda tx: self.index.load(tx.conn, self.tables, sizes))
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The loop that owns the index: changes from other threads are applied there."""
@@ -92,7 +94,7 @@ class Embeddings:
             return  # deleted, or edited since: a newer job carries the newer content
         try:
             vector = (await self.embed([embedding.text(schema, row)]))[0]
-        except NanoTypeDBError:
+        except Exception:
             if ctx.attempt >= embedding_attempts(ctx):
                 await ctx.write(lambda db: self._mark(db, schema, payload, "failed"))
             raise

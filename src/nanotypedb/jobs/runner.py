@@ -58,6 +58,11 @@ class JobRunner:
         self._stopping = False
         engine.on_commit(self._on_commit)
 
+    @property
+    def running(self) -> bool:
+        """Whether the workers' task is alive (it never starts when no job handler is defined)."""
+        return self._task is not None and not self._task.done() and not self._stopping
+
     def start(self) -> None:
         if self._task is None and self.specs:
             self._loop = asyncio.get_running_loop()

@@ -1,4 +1,4 @@
-"""HTTP handlers: call a function, list functions, describe the API, report health, serve the browser client."""
+"""HTTP handlers: call a function, list functions, describe the API, report health and readiness, serve client.js."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import protocol
-from ..errors import PayloadTooLarge, Unauthenticated
+from ..errors import PayloadTooLarge, ServiceUnavailable, Unauthenticated
 from ..functions.registry import Function
 from ..service import Service
 from .openapi import openapi
@@ -77,7 +77,18 @@ async def openapi_json(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """GET /healthz: the process is up and answering."""
     return json_response({"status": "ok", "version": service_of(request).engine.version})
+
+
+async def readyz(request: Request) -> Response:
+    """GET /readyz: 200 when the databases are open and the job workers run, else 503 naming what is not."""
+    service = service_of(request)
+    checks = service.readiness()
+    waiting = sorted(name for name, ok in checks.items() if not ok)
+    if waiting:
+        raise ServiceUnavailable(f"Not ready: {', '.join(waiting)}.", details={"checks": checks})
+    return json_response({"status": "ready", "checks": checks, "version": service.engine.version})
 
 
 # The browser client ships inside the package (src/nanotypedb/web/), so a wheel serves it too.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..lib.ids import request_id
+from ..lib.logs import REQUEST_ID
 from .responses import REQUEST_ID_HEADER
 
 
@@ -20,6 +21,7 @@ class RequestIdMiddleware:
             return
         rid = request_id()
         scope["request_id"] = rid
+        token = REQUEST_ID.set(rid) if scope["type"] == "http" else None  # a socket's calls set their own
         header = (REQUEST_ID_HEADER.encode(), rid.encode())
 
         async def send_with_id(message: Message) -> None:
@@ -27,4 +29,8 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if token is not None:
+                REQUEST_ID.reset(token)

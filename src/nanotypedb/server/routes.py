@@ -14,7 +14,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from ..errors import MethodNotAllowed, NanoTypeDBError, NotFound
 from ..service import Service
-from . import http
+from . import http, metrics
 from .middleware import RequestIdMiddleware
 from .responses import as_public_error, error_response, request_id
 from .ws import WebSocketFirst, websocket_endpoint
@@ -49,6 +49,8 @@ ROUTES = [
     Route("/api/functions", _answered(http.functions), methods=["GET"]),
     Route("/openapi.json", _answered(http.openapi_json), methods=["GET"]),
     Route("/healthz", _answered(http.healthz), methods=["GET"]),
+    Route("/readyz", _answered(http.readyz), methods=["GET"]),
+    Route("/metrics", _answered(metrics.metrics), methods=["GET"]),
     Route("/client.js", _answered(http.client_js), methods=["GET"]),
     WebSocketRoute("/ws", websocket_endpoint),
 ]
@@ -91,4 +93,5 @@ def build_asgi(service: Service) -> WebSocketFirst:
         },
     )
     app.state.service = service
+    app.state.metrics = metrics.Metrics(service)
     return WebSocketFirst(RequestIdMiddleware(app), service)

@@ -61,11 +61,12 @@ class Session:
             return
         await self._send({"type": "websocket.accept"})
         self.open = True
-        if not await self.authenticate_handshake():
-            return
+        self.service.connections += 1
         try:
-            await self.serve()
+            if await self.authenticate_handshake():
+                await self.serve()
         finally:
+            self.service.connections -= 1
             self.service.hub.drop(self.outbox)
             self.service.semantic.drop(self)
             # Calls already started finish (their writes commit) even if nobody hears the reply.

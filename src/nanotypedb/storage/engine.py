@@ -194,6 +194,11 @@ class SqliteEngine:
         """The version of the last commit."""
         return self._version
 
+    @property
+    def is_open(self) -> bool:
+        """Opened (migrations and schema applied) and not yet closed."""
+        return self._conn is not None and not self._closed
+
     def open(
         self, tables: Iterable[TableSchema] = (), migrations: Iterable[Migration] = (), system: Iterable[str] = ()
     ) -> OpenReport:

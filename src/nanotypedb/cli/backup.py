@@ -1,0 +1,37 @@
+"""`nanotypedb backup`: an online copy of a data directory's databases and secret, into a new directory."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..storage.backup import backup_file
+
+# The databases worth keeping, relative to the data directory; the -wal and -shm files are folded in.
+DATABASES = ("system.sqlite3", "env/*/db.sqlite3", "env/*/ai.sqlite3")
+
+
+def run_backup(data_dir: Path, out: Path) -> list[Path]:
+    """Copy each database of `data_dir` (the server may be running) and its secret into `out`, laid out
+    like a data directory; return the files written. `out` is built under a `.partial` name, then renamed."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} already exists and is not an empty directory: choose a new --out.")
+    sources = sorted({p for pattern in DATABASES for p in data_dir.glob(pattern)})
+    if not any(p.name == "db.sqlite3" for p in sources):
+        raise ConfigError(f"{data_dir} holds no environment database (env/*/db.sqlite3): is --data-dir right?")
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    written = []
+    for source in sources:
+        target = partial / source.relative_to(data_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        backup_file(source, target)
+        written.append(out / source.relative_to(data_dir))
+    if (data_dir / "secret").is_file():
+        shutil.copy2(data_dir / "secret", partial / "secret")  # copy2 keeps its mode, 0600
+        written.append(out / "secret")
+    if out.exists():
+        out.rmdir()
+    partial.rename(out)
+    return written
