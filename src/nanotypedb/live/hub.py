@@ -245,7 +245,7 @@ class Hub:
         for outbox, sub_id in targets:
             if outbox.lapsed():
                 continue
-            outbox.stage(sub_id, b'{"id":' + protocol.dumps(sub_id) + b"," + body + b"}")
+            outbox.stage(sub_id, outbox.entry_head(sub_id) + body + b"}")
             staged.append(outbox)
         self.stats.entries += len(staged)
         return staged

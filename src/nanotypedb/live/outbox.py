@@ -7,6 +7,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..protocol import dumps
+
 if TYPE_CHECKING:
     from .hub import LiveQuery
 
@@ -38,6 +40,7 @@ class Outbox:
         self._send = send
         self._transport = transport
         self._pending: dict[Any, bytes] = {}
+        self._heads: dict[Any, bytes] = {}
         self._version = -1
         self._busy = False  # a frame is on its way; it will look for more when it is sent
 
@@ -46,6 +49,14 @@ class Outbox:
 
     def forget(self, sub_id: Any) -> None:
         self._pending.pop(sub_id, None)
+        self._heads.pop(sub_id, None)
+
+    def entry_head(self, sub_id: Any) -> bytes:
+        """`{"id":<sub_id>,` encoded once per subscription, not once per result."""
+        head = self._heads.get(sub_id)
+        if head is None:
+            head = self._heads[sub_id] = b'{"id":' + dumps(sub_id) + b","
+        return head
 
     def advance(self, version: int) -> None:
         """The next frame says `version` (with whatever is staged, possibly nothing)."""

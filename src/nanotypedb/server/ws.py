@@ -199,7 +199,14 @@ class Session:
                 await self.send_error(sub_id, exc, request_id())
 
     def lapsed(self) -> bool:
-        """Whether the credentials expired or were revoked; if so, the subscriptions end as that caller."""
+        """Whether the credentials expired or were revoked; if so, the subscriptions end as that caller.
+
+        Asked once per live result sent, so the common case (no API key, token still valid) is quick.
+        """
+        exp = self.principal.claims.get("exp")
+        keyed = self.credential is not None and self.credential.startswith(protocol.API_KEY_PREFIX)
+        if not keyed and (not isinstance(exp, int | float) or exp > time.time()):
+            return False
         try:
             self.check_expiry()
         except InvalidToken:
