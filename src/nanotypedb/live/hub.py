@@ -235,7 +235,9 @@ class Hub:
     async def _deliver(self) -> None:
         try:
             while self._outgoing:
-                await self._outgoing.pop().send_now()
+                outbox = self._outgoing.pop()
+                if not outbox.write_now():
+                    await outbox.send_now()
         finally:
             self._deliverer = None
 

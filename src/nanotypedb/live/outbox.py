@@ -30,7 +30,12 @@ class Outbox:
     beyond one entry per subscription.
     """
 
-    def __init__(self, send: Callable[[bytes], Awaitable[None]], transport: Transport | None = None) -> None:
+    def __init__(
+        self,
+        send: Callable[[bytes], Awaitable[None]],
+        transport: Transport | None = None,
+        write: Callable[[bytes], bool] | None = None,
+    ) -> None:
         self.subs: dict[Any, LiveQuery] = {}  # subscription id → its live query
         self.sent_version = -1
         self.frames_sent = 0
@@ -39,6 +44,7 @@ class Outbox:
         self.lapsed: Callable[[], bool] = lambda: False
         self._send = send
         self._transport = transport
+        self._write = write  # a synchronous send, when the server offers one; False: use `send`
         self._pending: dict[Any, bytes] = {}
         self._heads: dict[Any, bytes] = {}
         self._version = -1
@@ -65,6 +71,21 @@ class Outbox:
     @property
     def backlog(self) -> int:
         return len(self._pending)
+
+    def write_now(self) -> bool:
+        """Send what is due at once, with no await, when the socket has room and the server allows it.
+        True when nothing is left to send here."""
+        if self._busy or self.closed or not self._due():
+            return True
+        if self._write is None or not self._has_room():
+            return False
+        entries, version = list(self._pending.values()), self._version
+        if not self._write(_frame(version, entries)):
+            return False
+        self._pending.clear()
+        self.sent_version = version
+        self.frames_sent += 1
+        return True
 
     async def send_now(self) -> None:
         """Send what is due: in line while the socket has room (no task per connection and
