@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -137,3 +137,15 @@ def serve(app: App, data_dir: Path, **settings: Any) -> Iterator[TestServer]:
         yield server
     finally:
         server.stop()
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 5.0, step: float = 0.02) -> Any:
+    """Call `check` until it returns something true, and return that; fail the test after `timeout` seconds.
+
+    For what a server does in the background (a job, an embedding): poll, rather than sleep a guess.
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {check}"
+        time.sleep(step)
+    return value

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from _proc import Launcher, data, mint_token, rpc, run_cli
 
 from nanotypedb.ai import describe_choice
 from nanotypedb.settings import Config
+from nanotypedb.testing import wait_for
 
 HASHING = ("--embedding-provider", "hashing")
 HASHING_LINE = (
@@ -23,12 +23,9 @@ HASHING_LINE = (
 )
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-    return value
+def wait_slowly(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """A subprocess server answers more slowly than one in this process."""
+    return wait_for(check, timeout, step=0.05)
 
 
 def vector_status(client: httpx.Client, task_id: int) -> str | None:
@@ -61,7 +58,7 @@ def test_a_task_committed_just_before_kill_9_is_embedded_after_the_restart(launc
     restarted = launcher.serve(data_dir, *HASHING, "--job-poll", "0.05")
     assert HASHING_LINE in restarted.output
     alice = restarted.client(token)
-    wait_for(lambda: vector_status(alice, task["id"]) == vector_status(alice, other["id"]) == "indexed")
+    wait_slowly(lambda: vector_status(alice, task["id"]) == vector_status(alice, other["id"]) == "indexed")
     found = data(rpc(alice, "searchTasks", query="survive the crash", k=2))
     assert [r["id"] for r in found] == [task["id"], other["id"]]
     assert found[0]["_score"] == pytest.approx(1.0, abs=1e-5)
@@ -75,9 +72,9 @@ def test_a_separate_worker_embeds_and_the_server_searches_its_vectors(launcher: 
     alice = server.client(mint_token(data_dir, "alice"))
     task = data(rpc(alice, "createTask", title="embedded elsewhere"))
     worker = launcher.spawn(["worker", "--data-dir", str(data_dir), *HASHING, "--job-poll", "0.05"], 0)
-    wait_for(lambda: vector_status(alice, task["id"]) == "indexed")
+    wait_slowly(lambda: vector_status(alice, task["id"]) == "indexed")
     # The worker's vector reaches the server's in-memory index: a search finds it.
-    found = wait_for(lambda: data(rpc(alice, "searchTasks", query="embedded elsewhere", k=1)))
+    found = wait_slowly(lambda: data(rpc(alice, "searchTasks", query="embedded elsewhere", k=1)))
     assert found[0]["id"] == task["id"]
     assert worker.stop(signal.SIGTERM) == 0, worker.output
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from _proc import Launcher, data, mint_token, rpc, run_cli
+
+from nanotypedb.testing import wait_for
 
 JOBS_APP = """
 from typing import Any
@@ -48,18 +49,15 @@ async def doomed(ctx, payload):
 """
 
 
+def wait_slowly(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """A subprocess server answers more slowly than one in this process."""
+    return wait_for(check, timeout, step=0.05)
+
+
 def _app(tmp_path: Path) -> tuple[Path, Path]:
     app_file = tmp_path / "queued.py"
     app_file.write_text(JOBS_APP)
     return app_file, tmp_path / "data"
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-    return value
 
 
 def jobs_json(data_dir: Path, *args: str) -> dict[str, Any]:
@@ -85,7 +83,7 @@ def test_a_job_committed_just_before_kill_9_runs_after_the_restart(launcher: Lau
     server.kill()
     restarted = launcher.serve(data_dir, "--app", str(app_file), "--job-poll", "0.05")
     alice = restarted.client(mint_token(data_dir, "alice"))
-    wait_for(lambda: data(rpc(alice, "getNote", id=note["id"]))["done"])
+    wait_slowly(lambda: data(rpc(alice, "getNote", id=note["id"]))["done"])
 
 
 def test_a_separate_worker_runs_the_jobs_and_the_server_sees_its_writes(launcher: Launcher, tmp_path: Path) -> None:
@@ -96,7 +94,7 @@ def test_a_separate_worker_runs_the_jobs_and_the_server_sees_its_writes(launcher
     assert data(rpc(alice, "getNote", id=note["id"]))["done"] is False  # cached by the server now
     worker = launcher.spawn(["worker", "--data-dir", str(data_dir), "--app", str(app_file), "--job-poll", "0.05"], 0)
     # The worker's commit reaches the server's query cache: the next answer is fresh.
-    wait_for(lambda: data(rpc(alice, "getNote", id=note["id"]))["done"])
+    wait_slowly(lambda: data(rpc(alice, "getNote", id=note["id"]))["done"])
     assert worker.stop(signal.SIGTERM) == 0, worker.output
     assert "Admin API key" not in worker.output  # a worker never makes a key nobody sees
 
@@ -107,7 +105,7 @@ def test_dead_jobs_from_the_command_line(launcher: Launcher, tmp_path: Path) -> 
     alice = server.client(mint_token(data_dir, "alice"))
     data(rpc(alice, "addNote", text="a", job="doomed"))
     data(rpc(alice, "addNote", text="b", job="doomed"))
-    dead = wait_for(lambda: dead_jobs(data_dir, errors=2))
+    dead = wait_slowly(lambda: dead_jobs(data_dir, errors=2))
     assert [len(j["errors"]) for j in dead] == [2, 2]
     assert dead[0]["errors"][-1]["error"] == "RuntimeError: no luck"
     plain = run_cli("jobs", "list", "--data-dir", data_dir)
@@ -115,7 +113,7 @@ def test_dead_jobs_from_the_command_line(launcher: Launcher, tmp_path: Path) -> 
     redriven = run_cli("jobs", "redrive", str(dead[0]["id"]), "--data-dir", data_dir)
     assert redriven.returncode == 0 and "Re-drove 1" in redriven.stderr
     # The server picks up the re-driven job, which fails its two attempts again.
-    wait_for(lambda: dead_jobs(data_dir, errors=[4, 2]))
+    wait_slowly(lambda: dead_jobs(data_dir, errors=[4, 2]))
     refused = run_cli("jobs", "purge", "--data-dir", data_dir, env=None)  # no --yes, no terminal: aborted
     assert refused.returncode != 0
     purged = run_cli("jobs", "purge", "--yes", "--data-dir", data_dir)

@@ -16,7 +16,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import pytest
 from _misbehaving import MisbehavingProvider
 
 from nanotypedb.demo.tasks import app as tasks_app
-from nanotypedb.testing import HttpClient, TestServer, serve
+from nanotypedb.testing import HttpClient, TestServer, serve, wait_for
 
 DIMS = 8
 MODEL = "mini"
@@ -61,16 +61,6 @@ def embedding_server(tmp_path: Path, provider: MisbehavingProvider, **settings: 
 def server(tmp_path: Path, provider: MisbehavingProvider) -> Iterator[TestServer]:
     with embedding_server(tmp_path, provider) as running:
         yield running
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def status_of(client: HttpClient, task_id: int) -> str | None:

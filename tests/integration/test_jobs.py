@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 from nanotypedb import App, Ctx, RowNotFound, Table, owner_policy
 from nanotypedb.jobs.context import JobCtx
 from nanotypedb.storage import jobs as store
-from nanotypedb.testing import TestServer, serve
+from nanotypedb.testing import TestServer, serve, wait_for
 
 app = App("queue")
 
@@ -95,16 +95,6 @@ async def chain(ctx: JobCtx, payload: dict[str, Any]) -> None:
 def server(tmp_path: Path) -> Iterator[TestServer]:
     with serve(app, tmp_path, job_poll=0.05) as srv:
         yield srv
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def jobs_of(server: TestServer) -> list[store.Job]:

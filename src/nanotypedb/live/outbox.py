@@ -79,12 +79,9 @@ class Outbox:
             return True
         if self._write is None or not self._has_room():
             return False
-        entries, version = list(self._pending.values()), self._version
-        if not self._write(_frame(version, entries)):
+        if not self._write(self._frame()):
             return False
-        self._pending.clear()
-        self.sent_version = version
-        self.frames_sent += 1
+        self._sent()
         return True
 
     async def send_now(self) -> None:
@@ -119,12 +116,15 @@ class Outbox:
             self._busy = False
 
     async def _send_one(self) -> None:
-        entries, version = list(self._pending.values()), self._version
+        frame = self._frame()
+        self._sent()  # before the await: what is staged meanwhile belongs to the next frame
+        await self._send(frame)
+
+    def _frame(self) -> bytes:
+        entries = b",".join(self._pending.values())
+        return b'{"type":"transition","version":%d,"updates":[%s]}' % (self._version, entries)
+
+    def _sent(self) -> None:
         self._pending.clear()
-        self.sent_version = version
+        self.sent_version = self._version
         self.frames_sent += 1
-        await self._send(_frame(version, entries))
-
-
-def _frame(version: int, entries: list[bytes]) -> bytes:
-    return b'{"type":"transition","version":%d,"updates":[%s]}' % (version, b",".join(entries))
