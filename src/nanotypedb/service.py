@@ -13,6 +13,8 @@ from pathlib import Path
 
 from .ai import choice as ai_choice
 from .ai.gateway import AIGateway
+from .analytics import admin as analytics_admin
+from .analytics.recorder import Recorder
 from .app import App
 from .auth.keys import KEY_PREFIX, KeyStore
 from .auth.principal import ANONYMOUS, Principal, PrincipalKind
@@ -138,7 +140,8 @@ class Service:
             default_rate=_rate(config.rate_limit),
             cache_entries=config.query_cache_entries,
         )
-        for admin_fn in jobs_admin.functions():
+        self.analytics = self._analytics()
+        for admin_fn in [*jobs_admin.functions(), *analytics_admin.functions()]:
             if app.functions.get(admin_fn.name) is None:  # an app may define its own of that name
                 app.functions.add(admin_fn)
         for fn in app.functions:
@@ -180,6 +183,8 @@ class Service:
         )
         if self.embeddings is not None:
             self.embeddings.load()
+        if self.analytics is not None:
+            self.analytics.open()
         for m in report.migrations:
             log.info("applied migration %d (%s) to %s", m.number, m.name, DEFAULT_ENVIRONMENT)
         if first_key and self.keys.count_active() == 0 and not self.keys.list():
@@ -197,6 +202,21 @@ class Service:
             return Principal(PrincipalKind(record.kind), record.id)
         claims = self.tokens.verify(credential)
         return Principal(PrincipalKind.USER, str(claims["sub"]), claims)
+
+    def _analytics(self) -> Recorder | None:
+        """Usage analytics in the environment's folder, fed by every call and commit (`--analytics on`)."""
+        if self.config.analytics != "on":
+            return None
+        recorder = Recorder(
+            self.paths.env_db(DEFAULT_ENVIRONMENT).parent / "analytics.sqlite3",
+            lambda name: self.app.functions.get(name) is not None,
+            flush=self.config.analytics_flush,
+            retention_days=self.config.analytics_retention_days,
+        )
+        self.runtime.observers.append(recorder.observe)
+        self.engine.on_commit(recorder.on_commit)
+        self.runtime.analytics = recorder
+        return recorder
 
     def _ai(self) -> tuple[AIGateway | None, Embeddings | None]:
         """The AI gateway when a provider is configured, and the embeddings of embedded tables."""
@@ -230,6 +250,8 @@ class Service:
         if workers and self.config.job_workers > 0:
             self.jobs.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="ntdb-watch")
+        if self.analytics is not None:
+            await self.analytics.start()
         self.started = True
 
     def readiness(self) -> dict[str, bool]:
@@ -246,6 +268,8 @@ class Service:
             self._watcher.cancel()
             self._watcher = None
         await self.jobs.stop()
+        if self.analytics is not None:
+            await self.analytics.stop()  # after the job workers: their last commits are counted
         if self.ai is not None:
             await self.ai.aclose()  # the providers' kept-alive connections close with this loop
 
@@ -259,6 +283,8 @@ class Service:
 
     def close(self) -> None:
         self.engine.close()
+        if self.analytics is not None:
+            self.analytics.close()
         if self.ai is not None:
             self.ai.close()
         self.keys.close()

@@ -85,6 +85,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("embedding_retries", 3, "Retries of a row's embedding job before the row is marked failed.", int),
     Setting("embedding_backoff", 2.0, "Seconds before an embedding job's first retry (doubling, with jitter).", float),
     Setting("embedding_rate", "", "Rate limit of calls to the embedding provider, e.g. '50/s' (empty: none)."),
+    Setting(
+        "analytics",
+        "on",
+        "Usage analytics (getAnalytics): on, or off to count nothing and write no analytics file.",
+        choices=("on", "off"),
+    ),
+    Setting("analytics_flush", 5.0, "Seconds between writes of the in-memory analytics to analytics.sqlite3.", float),
+    Setting("analytics_retention_days", 30, "Days of analytics kept; older minutes are deleted when flushing.", int),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -125,6 +133,9 @@ class Config:
     embedding_retries: int = 3
     embedding_backoff: float = 2.0
     embedding_rate: str = ""
+    analytics: str = "on"
+    analytics_flush: float = 5.0
+    analytics_retention_days: int = 30
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -74,6 +74,7 @@ def test_backup_of_a_live_database_restores_every_acknowledged_row(launcher: Lau
         conn.close()
     assert before <= saved
     assert (tmp_path / "backup" / "system.sqlite3").is_file()
+    assert (tmp_path / "backup" / "env" / "dev" / "analytics.sqlite3").is_file()
     assert (tmp_path / "backup" / "secret").stat().st_mode & 0o077 == 0
     admin_key = server.admin_key
     assert server.stop() == 0

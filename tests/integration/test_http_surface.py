@@ -165,7 +165,10 @@ def test_functions_lists_the_tasks_app(server: TestServer) -> None:
         "listJobs": "query",
         "redriveJobs": "mutation",
         "purgeJobs": "mutation",
+        # Usage analytics, also every app's:
+        "getAnalytics": "action",
     }
+    assert set(listed_["getAnalytics"]["args"]["properties"]) == {"from", "to", "bucket", "group_by"}
     args = listed_["createTask"]["args"]
     assert args["required"] == ["title"]
     assert args["additionalProperties"] is False

@@ -9,7 +9,7 @@ from ..errors import ConfigError
 from ..storage.backup import backup_file
 
 # The databases worth keeping, relative to the data directory; the -wal and -shm files are folded in.
-DATABASES = ("system.sqlite3", "env/*/db.sqlite3", "env/*/ai.sqlite3")
+DATABASES = ("system.sqlite3", "env/*/db.sqlite3", "env/*/ai.sqlite3", "env/*/analytics.sqlite3")
 
 
 def run_backup(data_dir: Path, out: Path) -> list[Path]:

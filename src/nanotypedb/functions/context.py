@@ -15,6 +15,7 @@ class Caller(Protocol):
     """How an action calls queries and mutations: through the runtime, as the same principal."""
 
     embeddings: Any  # the server's Embeddings, or None when it does not embed
+    analytics: Any  # the server's analytics Recorder, or None when analytics are off
 
     async def run(
         self, principal: Principal, kind: FunctionKind, name: str, args: dict[str, Any], request_id: str, client: str

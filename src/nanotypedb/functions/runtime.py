@@ -35,8 +35,9 @@ from .jobs import JobSpec
 from .registry import Function, FunctionKind, Registry
 
 log = logging.getLogger(__name__)
-# Told of every call through `Runtime.call`: (function name, "ok" or the error code, seconds taken).
-CallObserver = Callable[[str, str, float], None]
+# Told of every call through `Runtime.call`: (function name, "ok" or the error code, seconds taken,
+# the caller's kind: "admin", "service", "user" or "anonymous").
+CallObserver = Callable[[str, str, float, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class Runtime:
         # The job handlers mutations may queue: the app's, plus the server's own (embeddings).
         self.jobs: dict[str, JobSpec] = dict(registry.jobs)
         self.embeddings: Any = None  # the server's Embeddings, when it embeds (ctx.search, ctx.embed)
+        self.analytics: Any = None  # the server's analytics Recorder, when analytics are on (getAnalytics)
         self.engine = engine
         self.default_rate = default_rate
         self.limiter = limiter or RateLimiter()
@@ -127,7 +129,7 @@ class Runtime:
         finally:
             seconds = time.perf_counter() - start
             for observe in self.observers:
-                observe(name, outcome, seconds)
+                observe(name, outcome, seconds, principal.kind.value)
             log.debug("call %s: %s in %.2f ms", name, outcome, seconds * 1000)
             REQUEST_ID.reset(token)
 

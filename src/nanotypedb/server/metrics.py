@@ -51,7 +51,7 @@ class Metrics:
         self._series: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         service.runtime.observers.append(self.observe)
 
-    def observe(self, name: str, code: str, seconds: float) -> None:
+    def observe(self, name: str, code: str, seconds: float, caller: str) -> None:
         series = self._series.get((name, code))
         if series is None:
             series = self._new_series(name, code)
