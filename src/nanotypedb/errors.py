@@ -14,6 +14,7 @@ NanoTypeDBError (500 InternalError)
 ├── Conflict (409 Conflict)
 ├── MethodNotAllowed (405 MethodNotAllowed)
 ├── PayloadTooLarge (413 PayloadTooLarge)
+│   └── AuditExportTooLarge (413 AuditExportTooLarge)
 ├── RateLimited (429 RateLimited)
 ├── ServiceUnavailable (503 ServiceUnavailable)
 └── Server-side only, never sent as such: SchemaError, MigrationError, ConfigError
@@ -127,6 +128,12 @@ class PayloadTooLarge(NanoTypeDBError):
     status = 413
 
 
+class AuditExportTooLarge(PayloadTooLarge):
+    """More audit entries match than exportAuditLog returns: narrow the filters or use GET /api/audit/export."""
+
+    code = "AuditExportTooLarge"
+
+
 class RateLimited(NanoTypeDBError):
     """Too many calls: wait and try again."""
 
@@ -184,6 +191,7 @@ ALL_ERRORS: tuple[type[NanoTypeDBError], ...] = (
     RowNotFound,
     Conflict,
     PayloadTooLarge,
+    AuditExportTooLarge,
     RateLimited,
     ServiceUnavailable,
     UpstreamError,

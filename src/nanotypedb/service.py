@@ -14,6 +14,7 @@ from pathlib import Path
 from .ai import choice as ai_choice
 from .ai.gateway import AIGateway
 from .app import App
+from .audit import admin as audit_admin
 from .auth.keys import KEY_PREFIX, KeyStore
 from .auth.principal import ANONYMOUS, Principal, PrincipalKind
 from .auth.tokens import TokenVerifier
@@ -28,6 +29,7 @@ from .lib.ratelimit import Rate
 from .live.hub import Hub
 from .live.semantic import SemanticHub
 from .settings import Config
+from .storage import audit as audit_store
 from .storage import jobs as jobs_store
 from .storage.engine import Durability, OpenReport, SqliteEngine
 from .vectors import store as vector_store
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 # How soon this server notices commits another process made to its database.
 EXTERNAL_POLL_SECONDS = 0.2
 DEFAULT_ENVIRONMENT = "dev"
+# The actor the audit log names for what the server does by itself (the first admin key).
+SERVER = audit_store.Origin("system", "server", "serve")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +123,10 @@ class Service:
         self.app = app
         self.config = config
         self.paths = Paths(config.data_dir)
+        # The one environment this process serves: audit entries, its database and its keys name it.
+        self.environment = DEFAULT_ENVIRONMENT
         self.secret = config.secret or ensure_secret(self.paths)
-        self.keys = KeyStore(self.paths.system_db)
+        self.keys = KeyStore(self.paths.system_db, audited=config.audit == "on")
         self.tokens = TokenVerifier.from_files(
             self.secret,
             Path(config.jwt_public_key) if config.jwt_public_key else None,
@@ -129,8 +135,9 @@ class Service:
             issuer=config.jwt_issuer or None,
         )
         self.engine = SqliteEngine(
-            self.paths.env_db(DEFAULT_ENVIRONMENT),
+            self.paths.env_db(self.environment),
             durability=Durability(config.durability),
+            audit=audit_store.AuditLog(self.environment) if config.audit == "on" else None,
         )
         self.runtime = Runtime(
             app.functions,
@@ -138,9 +145,10 @@ class Service:
             default_rate=_rate(config.rate_limit),
             cache_entries=config.query_cache_entries,
         )
-        for admin_fn in jobs_admin.functions():
+        for admin_fn in [*jobs_admin.functions(), *audit_admin.functions()]:
             if app.functions.get(admin_fn.name) is None:  # an app may define its own of that name
                 app.functions.add(admin_fn)
+        self.runtime.audit_chains = self.audit_chains()
         for fn in app.functions:
             if fn.optimistic is not None:
                 fn.optimistic.check(fn.name, app.tables)
@@ -172,18 +180,24 @@ class Service:
         self.connections = 0  # open WebSocket connections (server/ws.py counts them)
         self.started = False  # start() ran and stop() has not
 
+    def audit_chains(self) -> list[tuple[str, Path]]:
+        """The audit chains this server writes: its environment's database and the system database (keys)."""
+        return [(f"env:{self.environment}", self.paths.env_db(self.environment)), ("system", self.paths.system_db)]
+
     def open(self, *, first_key: bool = True) -> OpenReport:
         """Apply migrations and schema, and create the first admin key if there is none (`first_key`:
         only a server does, which prints it; a worker must not make a key nobody sees)."""
         report = self.engine.open(
-            self.app.tables.values(), self.app.migrations, system=[*jobs_store.DDL, *vector_store.ddl()]
+            self.app.tables.values(),
+            self.app.migrations,
+            system=[*jobs_store.DDL, *audit_store.DDL, *vector_store.ddl()],
         )
         if self.embeddings is not None:
             self.embeddings.load()
         for m in report.migrations:
-            log.info("applied migration %d (%s) to %s", m.number, m.name, DEFAULT_ENVIRONMENT)
+            log.info("applied migration %d (%s) to %s", m.number, m.name, self.environment)
         if first_key and self.keys.count_active() == 0 and not self.keys.list():
-            _, self.first_admin_key = self.keys.create("first admin key")
+            _, self.first_admin_key = self.keys.create("first admin key", environment=self.environment, origin=SERVER)
         return report
 
     def authenticate(self, credential: str | None) -> Principal:
@@ -213,7 +227,7 @@ class Service:
         if not embedders or provider is None:
             return None, None
         gateway = AIGateway(
-            self.paths.env_db(DEFAULT_ENVIRONMENT).parent / "ai.sqlite3",
+            self.paths.env_db(self.environment).parent / "ai.sqlite3",
             embedders,
             rates=ai_choice.build_rates(self.config),
             timeout=self.config.embedding_timeout,

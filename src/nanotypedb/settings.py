@@ -47,6 +47,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Query results kept until a commit touches what they read (0 turns the cache off).",
         int,
     ),
+    Setting(
+        "audit",
+        "on",
+        "on: an audit entry for every change and administrative act, in its own transaction, chained by hash; "
+        "off: no audit trail at all (for benchmarks).",
+        choices=("on", "off"),
+    ),
     Setting("job_workers", 4, "Jobs this process runs at once (0: none here; run `nanotypedb worker`).", int),
     Setting("job_lease", 60.0, "Seconds a worker holds a job before another may take it over.", float),
     Setting("job_poll", 1.0, "Seconds between looks for due jobs when no commit wakes the workers.", float),
@@ -106,6 +113,7 @@ class Config:
     ws_max_in_flight: int = 64
     ws_max_subscriptions: int = 1_000
     query_cache_entries: int = 10_000
+    audit: str = "on"
     job_workers: int = 4
     job_lease: float = 60.0
     job_poll: float = 1.0

@@ -12,12 +12,17 @@ import hashlib
 import secrets
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import BadRequest
+from ..storage import audit
+from ..storage.audit import Act, AuditLog, Origin
+
+T = TypeVar("T")
 
 KEY_PREFIX = "ntdb_"
 """Every plaintext key starts with this, so leaked keys are easy to spot and to tell from JWTs."""
@@ -82,13 +87,19 @@ class KeyRecord:
 class KeyStore:
     """The `_api_keys` table of one SQLite file; every call is safe from any thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, audited: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = _connect(path)
+        # Creating and revoking keys are audited in this file's own chain (`audit verify` checks it).
+        self.audited = audited
 
-    def create(self, name: str, kind: str = "admin", environment: str = "dev") -> tuple[KeyRecord, str]:
-        """Create a key; return its record and its plaintext, which is never available again."""
+    def create(
+        self, name: str, kind: str = "admin", environment: str = "dev", *, origin: Origin = audit.UNKNOWN
+    ) -> tuple[KeyRecord, str]:
+        """Create a key; return its record and its plaintext, which is never available again.
+
+        The audit entry (in the same transaction) holds what `keys list` shows, never the key or its hash."""
         record_kind = _parse_kind(kind)
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
         record = KeyRecord(
@@ -100,7 +111,7 @@ class KeyStore:
             revoked_at=None,
             last4=plaintext[-4:],
         )
-        self._insert(record, _digest(plaintext))
+        self._write(lambda conn: self._insert(conn, record, _digest(plaintext), origin))
         return record, plaintext
 
     def list(self) -> builtins.list[KeyRecord]:
@@ -108,10 +119,9 @@ class KeyStore:
         rows = self._fetchall(f"SELECT {_COLUMNS} FROM _api_keys ORDER BY rowid", ())
         return [KeyRecord.from_row(row) for row in rows]
 
-    def revoke(self, key_id: str) -> bool:
+    def revoke(self, key_id: str, *, origin: Origin = audit.UNKNOWN) -> bool:
         """Revoke a key; False when there is no active key with that id."""
-        sql = "UPDATE _api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
-        return self._execute(sql, (_now(), key_id)) == 1
+        return self._write(lambda conn: self._revoke(conn, key_id, origin))
 
     def verify(self, plaintext: str) -> KeyRecord | None:
         """The active key whose plaintext this is, or None for an unknown or revoked key."""
@@ -131,15 +141,40 @@ class KeyStore:
         with self._lock:
             self._conn.close()
 
-    def _insert(self, record: KeyRecord, digest: str) -> None:
+    def _insert(self, conn: sqlite3.Connection, record: KeyRecord, digest: str, origin: Origin) -> None:
         sql = f"INSERT INTO _api_keys ({_COLUMNS}, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         r = record
         row = (r.id, r.name, r.kind.value, r.environment, r.created_at, r.revoked_at, r.last4)
-        self._execute(sql, (*row, digest))
+        conn.execute(sql, (*row, digest))
+        self._audit(conn, origin, Act("key.create", "_api_keys", r.id, None, r.to_dict()), r.environment)
 
-    def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
+    def _revoke(self, conn: sqlite3.Connection, key_id: str, origin: Origin) -> bool:
+        found = conn.execute(f"SELECT {_COLUMNS} FROM _api_keys WHERE id = ? AND revoked_at IS NULL", (key_id,))
+        row = found.fetchone()
+        if row is None:
+            return False
+        before = KeyRecord.from_row(row)
+        conn.execute("UPDATE _api_keys SET revoked_at = ? WHERE id = ?", (_now(), key_id))
+        after = KeyRecord.from_row(conn.execute(f"SELECT {_COLUMNS} FROM _api_keys WHERE id = ?", (key_id,)).fetchone())
+        act = Act("key.revoke", "_api_keys", key_id, before.to_dict(), after.to_dict())
+        self._audit(conn, origin, act, before.environment)
+        return True
+
+    def _audit(self, conn: sqlite3.Connection, origin: Origin, act: Act, environment: str) -> None:
+        if self.audited:
+            AuditLog(environment).append(conn, origin, [act])
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one write transaction: the key and its audit entry commit together or not at all."""
         with self._lock:
-            return self._conn.execute(sql, params).rowcount
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            return result
 
     def _fetchall(self, sql: str, params: tuple[Any, ...]) -> builtins.list[tuple[Any, ...]]:
         with self._lock:
@@ -156,6 +191,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     # WAL lets the server keep verifying keys while the CLI writes from another process.
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(_SCHEMA)
+    for ddl in audit.DDL:
+        conn.execute(ddl)
     return conn
 
 

@@ -18,7 +18,9 @@ from ..lib import logs
 from ..service import DEFAULT_ENVIRONMENT, Paths, Service, load_app
 from ..settings import Config
 from ..storage import jobs as store
+from ..storage.audit import Act, AuditLog
 from ..storage.engine import Durability, connect
+from .audit import origin
 
 log = logging.getLogger("nanotypedb")
 T = TypeVar("T")
@@ -62,14 +64,32 @@ def list_jobs(data_dir: str, status: str | None, queue: str | None, limit: int, 
     click.echo(", ".join(f"{n} {s}" for s, n in counts.items()), err=True)
 
 
-def redrive(data_dir: str, ids: tuple[int, ...], queue: str | None) -> None:
-    count = _in_queue(data_dir, lambda c: store.redrive(c, list(ids) or None, queue))
+def redrive(data_dir: str, ids: tuple[int, ...], queue: str | None, audited: bool = True) -> None:
+    def run(conn: sqlite3.Connection) -> int:
+        count = store.redrive(conn, list(ids) or None, queue)
+        after = {"ids": list(ids) or None, "queue": queue, "count": count}
+        _audit(conn, audited, "jobs redrive", Act("jobs.redrive", "_jobs", None, None, after))
+        return count
+
+    count = _in_queue(data_dir, run)
     click.echo(f"Re-drove {count} dead job(s).", err=True)
 
 
-def purge(data_dir: str, status: str, queue: str | None) -> None:
-    count = _in_queue(data_dir, lambda c: store.purge(c, status, queue))
+def purge(data_dir: str, status: str, queue: str | None, audited: bool = True) -> None:
+    def run(conn: sqlite3.Connection) -> int:
+        count = store.purge(conn, status, queue)
+        after = {"status": status, "queue": queue, "count": count}
+        _audit(conn, audited, "jobs purge", Act("jobs.purge", "_jobs", None, None, after))
+        return count
+
+    count = _in_queue(data_dir, run)
     click.echo(f"Purged {count} {status} job(s).", err=True)
+
+
+def _audit(conn: sqlite3.Connection, audited: bool, command: str, act: Act) -> None:
+    """The act's audit entry, in the transaction of the act itself."""
+    if audited:
+        AuditLog(DEFAULT_ENVIRONMENT).append(conn, origin(command), [act])
 
 
 def run_worker(config: Config) -> None:

@@ -14,9 +14,10 @@ import click
 from ..auth.keys import KeyStore
 from ..auth.tokens import mint_token
 from ..errors import NanoTypeDBError
-from ..service import Paths, ensure_secret
+from ..service import DEFAULT_ENVIRONMENT, Paths, ensure_secret
 from ..settings import BY_NAME, SETTINGS, Config, Setting
 from ..storage.jobs import STATUSES
+from . import audit as cli_audit
 from . import backup as cli_backup
 from . import jobs as cli_jobs
 
@@ -77,17 +78,17 @@ def keys() -> None:
     """Create, list and revoke admin API keys."""
 
 
-def _store(data_dir: str) -> KeyStore:
-    return KeyStore(Paths(Path(data_dir)).system_db)
+def _store(data_dir: str, audit: str = "on") -> KeyStore:
+    return KeyStore(Paths(Path(data_dir)).system_db, audited=audit == "on")
 
 
 @keys.command("create")
 @click.argument("name")
-@_with_settings("data_dir")
-def keys_create(name: str, data_dir: str) -> None:
+@_with_settings("data_dir", "audit")
+def keys_create(name: str, data_dir: str, audit: str) -> None:
     """Create an admin API key; the key is printed once, alone on stdout."""
     try:
-        record, plaintext = _store(data_dir).create(name)
+        record, plaintext = _store(data_dir, audit).create(name, origin=cli_audit.origin("keys create"))
     except NanoTypeDBError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(2)
@@ -106,10 +107,10 @@ def keys_list(data_dir: str) -> None:
 
 @keys.command("revoke")
 @click.argument("key_id")
-@_with_settings("data_dir")
-def keys_revoke(key_id: str, data_dir: str) -> None:
+@_with_settings("data_dir", "audit")
+def keys_revoke(key_id: str, data_dir: str, audit: str) -> None:
     """Revoke an API key by id; it stops working at once."""
-    if not _store(data_dir).revoke(key_id):
+    if not _store(data_dir, audit).revoke(key_id, origin=cli_audit.origin("keys revoke")):
         click.echo(f"error: no active key {key_id!r}", err=True)
         sys.exit(1)
     click.echo(f"Revoked {key_id}.", err=True)
@@ -152,22 +153,49 @@ def jobs_list(status: str | None, queue: str | None, limit: int, as_json: bool, 
 @jobs.command("redrive")
 @click.argument("ids", nargs=-1, type=int)
 @click.option("--queue", default=None, help="Only dead jobs of this handler.")
-@_with_settings("data_dir")
-def jobs_redrive(ids: tuple[int, ...], queue: str | None, data_dir: str) -> None:
+@_with_settings("data_dir", "audit")
+def jobs_redrive(ids: tuple[int, ...], queue: str | None, data_dir: str, audit: str) -> None:
     """Run dead jobs again (these ids, or all of --queue, or all), with a fresh count of attempts."""
-    cli_jobs.redrive(data_dir, ids, queue)
+    cli_jobs.redrive(data_dir, ids, queue, audited=audit == "on")
 
 
 @jobs.command("purge")
 @click.option("--status", type=click.Choice(STATUSES), default="dead", show_default=True)
 @click.option("--queue", default=None, help="Only jobs of this handler.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@_with_settings("data_dir")
-def jobs_purge(status: str, queue: str | None, yes: bool, data_dir: str) -> None:
+@_with_settings("data_dir", "audit")
+def jobs_purge(status: str, queue: str | None, yes: bool, data_dir: str, audit: str) -> None:
     """Delete jobs of one status (dead by default)."""
     if not yes:
         click.confirm(f"Delete every {status} job{f' of {queue}' if queue else ''}?", abort=True)
-    cli_jobs.purge(data_dir, status, queue)
+    cli_jobs.purge(data_dir, status, queue, audited=audit == "on")
+
+
+@cli.group()
+def audit() -> None:
+    """Verify the audit log's hash chains, and export it."""
+
+
+@audit.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_with_settings("data_dir")
+def audit_verify(as_json: bool, data_dir: str) -> None:
+    """Check every audit chain (system and each environment); exit 1 naming each edited, inserted or deleted entry."""
+    cli_audit.verify(Path(data_dir), as_json)
+
+
+@audit.command("export")
+@click.option("--format", "fmt", type=click.Choice(("csv", "json", "ndjson")), default="csv", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="The file to write (default: stdout).")
+@click.option("--since", default=None, help="Only entries at or after this ISO 8601 time.")
+@click.option("--until", default=None, help="Only entries before this ISO 8601 time.")
+@click.option("--actor", default=None, help="Only entries of this actor: kind:id, or an id.")
+@click.option("--table", default=None, help="Only entries of this table.")
+@click.option("--env", "environment", default=DEFAULT_ENVIRONMENT, show_default=True, help="The environment.")
+@_with_settings("data_dir")
+def audit_export(fmt: str, out: Path | None, environment: str, data_dir: str, **filters: str | None) -> None:
+    """Export an environment's audit log as CSV (spreadsheet-safe), a JSON array or NDJSON, in constant memory."""
+    cli_audit.export_file(Path(data_dir), environment, fmt, out, filters)
 
 
 @cli.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..auth.principal import Principal
@@ -15,6 +16,7 @@ class Caller(Protocol):
     """How an action calls queries and mutations: through the runtime, as the same principal."""
 
     embeddings: Any  # the server's Embeddings, or None when it does not embed
+    audit_chains: list[tuple[str, Path]]  # the audit chains (name, database file) of this server
 
     async def run(
         self, principal: Principal, kind: FunctionKind, name: str, args: dict[str, Any], request_id: str, client: str

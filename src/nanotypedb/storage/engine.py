@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from ..errors import InternalError, ServiceUnavailable
+from .audit import Act, AuditLog
 from .migrations import Migration, apply_migrations
 from .reads import ReadSet
 from .schema import TableSchema
@@ -167,8 +168,10 @@ class SqliteEngine:
         *,
         durability: Durability = Durability.FULL,
         max_batch: int = 256,
+        audit: AuditLog | None = None,
     ) -> None:
         self.path = path
+        self.audit = audit  # None: no audit trail (the `audit` setting is off)
         self.durability = durability
         self.max_batch = max_batch
         self.tables: dict[str, TableSchema] = {}
@@ -210,7 +213,7 @@ class SqliteEngine:
             self._init_meta(conn)
             for ddl in system:
                 conn.execute(ddl)
-            ran = apply_migrations(conn, migrations)
+            ran = apply_migrations(conn, migrations, self.audit)
             tables = list(tables)
             report = sync_schema(conn, tables)
         except BaseException:
@@ -337,6 +340,9 @@ class SqliteEngine:
         tx = Transaction(conn, self.tables, writable=True)
         try:
             value = job.fn(tx)
+            if self.audit is not None and (tx.changes or tx.acts):
+                # In the mutation's savepoint: a mutation rolled back takes its entries with it.
+                self._audit(conn, tx)
         except BaseException as exc:
             conn.execute("ROLLBACK" if solo else "ROLLBACK TO mutation")
             if not solo:
@@ -352,6 +358,11 @@ class SqliteEngine:
         job.outcome = WriteResult(value, version, tx.changes)
         commits.append(Commit(version, tx.changes, {"jobs": tx.enqueued} if tx.enqueued else {}))
         return version
+
+    def _audit(self, conn: sqlite3.Connection, tx: Transaction) -> None:
+        assert self.audit is not None
+        acts = [Act(c.op, c.table, c.id, c.before, c.after) for c in tx.changes]
+        self.audit.append(conn, tx.origin, [*acts, *tx.acts])
 
     def _catch_up(self, conn: sqlite3.Connection, commits: list[Commit]) -> int:
         """The version in the file, inside the write transaction: another process (`nanotypedb

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..errors import ConfigError, MigrationError
+from .audit import Act, AuditLog, Origin
 
 MigrationFn = Callable[[sqlite3.Connection], None]
 
@@ -68,8 +69,11 @@ def applied(conn: sqlite3.Connection) -> dict[int, str]:
     return dict(conn.execute("SELECT number, checksum FROM _migrations").fetchall())
 
 
-def apply_migrations(conn: sqlite3.Connection, migrations: Iterable[Migration]) -> list[Migration]:
-    """Apply the pending migrations in order, each in its own transaction; returns those applied."""
+def apply_migrations(
+    conn: sqlite3.Connection, migrations: Iterable[Migration], audit: AuditLog | None = None
+) -> list[Migration]:
+    """Apply the pending migrations in order, each in its own transaction (with its audit entry);
+    returns those applied."""
     done = applied(conn)
     ran = []
     for migration in check_sequence(migrations):
@@ -82,12 +86,12 @@ def apply_migrations(conn: sqlite3.Connection, migrations: Iterable[Migration]) 
                     "original text and add a new numbered migration for the change."
                 )
             continue
-        _apply_one(conn, migration)
+        _apply_one(conn, migration, audit)
         ran.append(migration)
     return ran
 
 
-def _apply_one(conn: sqlite3.Connection, migration: Migration) -> None:
+def _apply_one(conn: sqlite3.Connection, migration: Migration, audit: AuditLog | None) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         migration.run(conn)
@@ -95,6 +99,10 @@ def _apply_one(conn: sqlite3.Connection, migration: Migration) -> None:
             "INSERT INTO _migrations (number, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
             (migration.number, migration.name, migration.checksum, _now()),
         )
+        if audit is not None:
+            done = {"number": migration.number, "name": migration.name, "checksum": migration.checksum}
+            act = Act("migration.apply", "_migrations", migration.number, None, done)
+            audit.append(conn, Origin("system", "server", f"migration {migration.number}"), [act])
         conn.execute("COMMIT")
     except Exception as exc:
         # Not only sqlite3.Error: a function migration can fail with any exception of its own,
