@@ -130,7 +130,7 @@ class _Walk:
             add(Problem("inserted", seq, f"entry {seq} is past the head of the chain (seq {self.report.head_seq})"))
             return
         if seq > self.seq:
-            add(Problem("deleted", self.seq, f"entries {self.seq}..{seq - 1} are missing", seq - 1))
+            add(Problem("deleted", self.seq, f"{_entries(self.seq, seq - 1)} missing", seq - 1))
             self.prev = prev_hash  # the gap explains the broken link: go on from here
         if entry_hash(prev_hash, row[:-2]) != stored:
             add(Problem("edited", seq, f"entry {seq} no longer matches its hash"))
@@ -146,7 +146,12 @@ class _Walk:
     def finish(self) -> None:
         head_seq, head_hash = self.report.head_seq, self.report.head_hash
         if head_seq >= self.seq:
-            last = f"entries {self.seq}..{head_seq} are" if head_seq > self.seq else f"entry {head_seq} is"
-            self.report.add(Problem("deleted", self.seq, f"{last} missing (the newest ones)", head_seq))
+            self.report.add(
+                Problem("deleted", self.seq, f"{_entries(self.seq, head_seq)} missing (the newest)", head_seq)
+            )
         elif self.last[0] == head_seq and self.last[1] != head_hash:
             self.report.add(Problem("edited", head_seq, f"entry {head_seq} differs from the head recorded for it"))
+
+
+def _entries(first: int, last: int) -> str:
+    return f"entries {first}..{last} are" if last > first else f"entry {first} is"
