@@ -12,9 +12,10 @@ import datetime as dt
 import functools
 import hashlib
 import sqlite3
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -106,20 +107,36 @@ UNKNOWN = Origin("system", "unknown")
 """The origin of a write that named none (a test, a tool writing through the engine directly)."""
 
 
+class Entry(Protocol):
+    """What an entry records: a row changed (`op` insert, update, delete; a transaction's `Change` is one)
+    or an administrative act (an `Act`)."""
+
+    @property
+    def table(self) -> str | None: ...
+    @property
+    def op(self) -> str: ...
+    @property
+    def id(self) -> Any: ...
+    @property
+    def before(self) -> Mapping[str, Any] | None: ...
+    @property
+    def after(self) -> Mapping[str, Any] | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Act:
-    """One entry to write: a row changed (`insert`, `update`, `delete`) or an administrative act."""
+    """An administrative act to record (`op` is its action: `key.create`, `jobs.redrive`, …)."""
 
-    action: str
+    op: str
     table: str | None
-    row_id: Any
+    id: Any
     before: Mapping[str, Any] | None
     after: Mapping[str, Any] | None
 
 
 def entry_hash(prev_hash: str, fields: Sequence[Any]) -> str:
     """SHA-256 of the previous hash and the canonical JSON array of an entry's hashed fields."""
-    return hashlib.sha256(prev_hash.encode() + orjson.dumps(list(fields))).hexdigest()
+    return hashlib.sha256(prev_hash.encode() + orjson.dumps(fields)).hexdigest()
 
 
 def timestamp(when: dt.datetime | None = None) -> str:
@@ -128,33 +145,51 @@ def timestamp(when: dt.datetime | None = None) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# The last whole second formatted, and its text: one tuple, replaced whole, so threads never see half of it.
+_second: tuple[int, str] = (0, "")
+
+
+def now() -> str:
+    """`timestamp()` of the present, a few times cheaper: strftime runs once a second."""
+    global _second
+    t = time.time()
+    whole = int(t)
+    second = _second
+    if whole != second[0]:
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{second[1]}.{int((t - whole) * 1_000_000):06d}Z"
+
+
 class AuditLog:
     """Appends entries of one environment to the `_audit` chain of the connection's database."""
 
     def __init__(self, environment: str) -> None:
         self.environment = environment
 
-    def append(self, conn: sqlite3.Connection, origin: Origin, acts: Iterable[Act]) -> int:
-        """Write one entry per act inside the caller's transaction; returns the new head seq.
+    def append(self, conn: sqlite3.Connection, origin: Origin, entries: Iterable[Entry]) -> int:
+        """Write one entry per item of `entries` inside the caller's transaction; returns the new head seq."""
+        return self.append_many(conn, [(origin, entries)])
+
+    def append_many(self, conn: sqlite3.Connection, groups: Iterable[tuple[Origin, Iterable[Entry]]]) -> int:
+        """The entries of several writes (a group commit's mutations, in commit order), in one go.
 
         The head is read here, inside the transaction, not kept in memory: another process
-        (`nanotypedb worker`, the CLI) may have appended since, and a rolled-back savepoint
-        takes its entries and its head update with it.
+        (`nanotypedb worker`, the CLI) may have appended since.
         """
         seq, prev = conn.execute(_HEAD).fetchone()
-        now, o, rows = timestamp(), origin, []
-        for act in acts:
-            seq += 1
-            fields = (
-                seq, now, self.environment, o.actor_kind, o.actor_id, o.function, act.table, act.row_id,
-                act.action, _json(act.before), _json(act.after), o.request_id, o.client,
-            )  # fmt: skip
-            digest = entry_hash(prev, fields)
-            rows.append((*fields, prev, digest))
-            prev = digest
-        if rows:
-            conn.executemany(_INSERT, rows)
-            conn.execute(_SET_HEAD, (seq, prev))
+        at, env, rows = now(), self.environment, []
+        for o, entries in groups:
+            for e in entries:
+                seq += 1
+                fields = (
+                    seq, at, env, o.actor_kind, o.actor_id, o.function, e.table, e.id,
+                    e.op, _json(e.before), _json(e.after), o.request_id, o.client,
+                )  # fmt: skip
+                digest = hashlib.sha256(prev.encode() + orjson.dumps(fields)).hexdigest()  # entry_hash, inlined
+                rows.append((*fields, prev, digest))
+                prev = digest
+        conn.executemany(_INSERT, rows)
+        conn.execute(_SET_HEAD, (seq, prev))
         return int(seq)
 
 

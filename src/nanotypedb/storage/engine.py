@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from ..errors import InternalError, ServiceUnavailable
-from .audit import Act, AuditLog
+from .audit import AuditLog
 from .migrations import Migration, apply_migrations
 from .reads import ReadSet
 from .schema import TableSchema
@@ -317,15 +317,21 @@ class SqliteEngine:
         self._after_commit(jobs, commits)
 
     def _run_bodies(self, jobs: list[_Job]) -> list[Commit]:
-        """BEGIN, run every mutation in order, record the new version; the caller commits."""
+        """BEGIN, run every mutation in order, write their audit entries, record the new version;
+        the caller commits."""
         conn = self._conn
         assert conn is not None
         commits: list[Commit] = []
+        audited: list[Transaction] = []  # the transactions of the mutations that succeeded, with changes
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = self._catch_up(conn, commits)
             for job in jobs:
-                version = self._run_job(conn, job, version, commits, solo=len(jobs) == 1)
+                version = self._run_job(conn, job, version, commits, audited, solo=len(jobs) == 1)
+            if audited and self.audit is not None:
+                # Once per batch, in its transaction: what commits has its entries, and a mutation
+                # rolled back to its savepoint never made it into `audited`.
+                self.audit.append_many(conn, [(tx.origin, [*tx.changes, *tx.acts]) for tx in audited])
             if commits:
                 conn.execute("UPDATE _meta SET value = ? WHERE key = 'version'", (version,))
         except sqlite3.Error as exc:
@@ -333,16 +339,21 @@ class SqliteEngine:
             return []
         return commits
 
-    def _run_job(self, conn: sqlite3.Connection, job: _Job, version: int, commits: list[Commit], solo: bool) -> int:
+    def _run_job(
+        self,
+        conn: sqlite3.Connection,
+        job: _Job,
+        version: int,
+        commits: list[Commit],
+        audited: list[Transaction],
+        solo: bool,
+    ) -> int:
         # A mutation alone in its batch needs no savepoint: rolling back the transaction undoes it.
         if not solo:
             conn.execute("SAVEPOINT mutation")
         tx = Transaction(conn, self.tables, writable=True)
         try:
             value = job.fn(tx)
-            if self.audit is not None and (tx.changes or tx.acts):
-                # In the mutation's savepoint: a mutation rolled back takes its entries with it.
-                self._audit(conn, tx)
         except BaseException as exc:
             conn.execute("ROLLBACK" if solo else "ROLLBACK TO mutation")
             if not solo:
@@ -351,6 +362,8 @@ class SqliteEngine:
             return version
         if not solo:
             conn.execute("RELEASE mutation")
+        if tx.changes or tx.acts:
+            audited.append(tx)
         if not job.versioned:
             job.outcome = WriteResult(value, version, tx.changes)
             return version
@@ -358,11 +371,6 @@ class SqliteEngine:
         job.outcome = WriteResult(value, version, tx.changes)
         commits.append(Commit(version, tx.changes, {"jobs": tx.enqueued} if tx.enqueued else {}))
         return version
-
-    def _audit(self, conn: sqlite3.Connection, tx: Transaction) -> None:
-        assert self.audit is not None
-        acts = [Act(c.op, c.table, c.id, c.before, c.after) for c in tx.changes]
-        self.audit.append(conn, tx.origin, [*acts, *tx.acts])
 
     def _catch_up(self, conn: sqlite3.Connection, commits: list[Commit]) -> int:
         """The version in the file, inside the write transaction: another process (`nanotypedb
