@@ -2,10 +2,11 @@
 
 Writes: mutations queue up; one writer task takes every mutation waiting, opens one
 `BEGIN IMMEDIATE` transaction, runs each in a SAVEPOINT of its own (a mutation that
-raises is rolled back alone), gives each success the next version number, and commits
-once, so under load many mutations share one fsync. At durability `full` the COMMIT
-(the fsync) runs on a commit thread, and the event loop keeps parsing requests, which
-form the next batch meanwhile.
+raises is rolled back alone), gives each success the next version number, writes the
+audit entries of the successes' changes (storage/audit.py), and commits once, so under
+load many mutations share one fsync. At durability `full` the COMMIT (the fsync) runs on
+a commit thread, and the event loop keeps parsing requests, which form the next batch
+meanwhile.
 
 Why the bodies run on the event loop thread rather than a writer thread: on the 2-core
 machines we measure on, handing every mutation to a thread and back cost 20-80 % of
