@@ -504,6 +504,7 @@ def test_a_million_entry_download_streams_in_constant_memory(audited: TestServer
     assert lines >= n
     assert total > 100_000_000  # over 100 MB sent …
     # … while this process (the server and the client both) grew by a small fraction of that.
+    print(f"RSS grew by {(peak[0] - baseline) / 1e6:.1f} MB while sending {total / 1e6:.0f} MB")
     assert peak[0] - baseline < 40_000_000, (peak[0] - baseline, total)
     assert time.monotonic() - began < 60
 

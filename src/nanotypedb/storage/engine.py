@@ -335,7 +335,9 @@ class SqliteEngine:
                 self.audit.append_many(conn, [(tx.origin, [*tx.changes, *tx.acts]) for tx in audited])
             if commits:
                 conn.execute("UPDATE _meta SET value = ? WHERE key = 'version'", (version,))
-        except sqlite3.Error as exc:
+        except Exception as exc:
+            # Not only sqlite3.Error: an audit entry that cannot be written fails the batch too,
+            # so that no change commits without its entry.
             self._fail(jobs, exc)
             return []
         return commits
@@ -409,7 +411,7 @@ class SqliteEngine:
         if commits:
             self._version = commits[-1].version
 
-    def _fail(self, jobs: list[_Job], exc: sqlite3.Error) -> None:
+    def _fail(self, jobs: list[_Job], exc: Exception) -> None:
         """A failed BEGIN or COMMIT loses the whole batch: roll back, and tell every caller."""
         log.error("group commit failed", exc_info=exc)
         conn = self._conn
