@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.sync.client import connect
 
 from nanotypedb import App, Ctx, Table
 from nanotypedb.audit import export
@@ -141,6 +142,17 @@ def test_the_request_id_of_the_reply_is_the_one_in_the_entry(server: TestServer)
     response = server.client(server.token("bob")).post("createTask", {"title": "traced"})
     (entry,) = entries(server, table="tasks")
     assert entry["request_id"] == response.headers["x-request-id"]
+
+
+def test_a_websocket_mutation_names_its_client_and_request(server: TestServer) -> None:
+    headers = {"authorization": f"Bearer {server.token('carol')}"}
+    with connect(server.ws_url, additional_headers=headers, open_timeout=5) as ws:
+        ws.send(json.dumps({"type": "rpc", "id": 1, "name": "createTask", "args": {"title": "over ws"}}))
+        reply = json.loads(ws.recv(timeout=5))
+    assert reply["type"] == "result"
+    (entry,) = entries(server, table="tasks")
+    assert (entry["actor_id"], entry["client"], entry["function"]) == ("carol", "127.0.0.1", "createTask")
+    assert entry["request_id"]
 
 
 def test_a_mutation_writing_three_rows_leaves_three_entries_sharing_its_request_id(audited: TestServer) -> None:
