@@ -476,7 +476,7 @@ def test_a_million_entry_download_streams_in_constant_memory(audited: TestServer
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
-        start = conn.execute("SELECT seq FROM _audit_head").fetchone()[0]
+        start = store.parse_head(conn.execute(store.HEAD).fetchone()[0])[0]
         # Valid-looking entries, written by SQL in one go: what is measured is the download.
         conn.execute(
             f"""WITH RECURSIVE n(i) AS (SELECT {start + 1} UNION ALL SELECT i + 1 FROM n WHERE i < {start + n})
@@ -486,7 +486,7 @@ def test_a_million_entry_download_streams_in_constant_memory(audited: TestServer
                    printf('%064d', i - 1), printf('%064d', i)
             FROM n"""
         )
-        conn.execute("UPDATE _audit_head SET seq = ?", (start + n,))
+        conn.execute("UPDATE _meta SET value = ? WHERE key = 'audit_head'", (f"{start + n} {n:064d}",))
         conn.execute("COMMIT")
     finally:
         conn.close()

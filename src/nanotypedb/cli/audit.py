@@ -30,15 +30,13 @@ def origin(command: str) -> store.Origin:
 
 
 def chains(data_dir: Path) -> list[tuple[str, Path]]:
-    """Every chain of a data directory: the system database's, then each environment's."""
+    """Every chain of a data directory: each environment's, then the system database's (as verifyAuditLog)."""
     paths = Paths(data_dir)
-    found = [("system", paths.system_db)]
     env_root = paths.root / "env"
+    found = []
     if env_root.is_dir():
-        found += [
-            (f"env:{d.name}", d / "db.sqlite3") for d in sorted(env_root.iterdir()) if (d / "db.sqlite3").exists()
-        ]
-    return found
+        found = [(f"env:{d.name}", d / "db.sqlite3") for d in sorted(env_root.iterdir()) if (d / "db.sqlite3").exists()]
+    return [*found, ("system", paths.system_db)]
 
 
 def verify(data_dir: Path, as_json: bool) -> None:

@@ -1,8 +1,10 @@
 """The audit log's table, `_audit`: entries written in the transaction of the change they record, chained by hash.
 
 Each entry's hash is SHA-256 over the previous entry's hash and a canonical JSON of its own
-fields; `_audit_head` keeps the last seq and hash, updated in the same transaction, so that
-deleting the newest entries is caught too (audit_verify.py walks the chain).
+fields; the `audit_head` row of `_meta` keeps the last seq and hash, updated in the same
+transaction, so that deleting the newest entries is caught too (audit_verify.py walks the
+chain). `_meta` because the engine writes its version there on every commit: the head costs
+no extra page per commit.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ DDL = [
         prev_hash TEXT NOT NULL,
         hash TEXT NOT NULL
     )""",
-    "CREATE TABLE IF NOT EXISTS _audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, "
-    "hash TEXT NOT NULL)",
-    f"INSERT OR IGNORE INTO _audit_head (id, seq, hash) VALUES (1, 0, '{GENESIS}')",
+    # The engine's own `_meta` (the same statement), also made here for system.sqlite3, which has no engine.
+    "CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value)",
+    f"INSERT OR IGNORE INTO _meta (key, value) VALUES ('audit_head', '0 {GENESIS}')",
 ]
 
 # The hashed fields, in the order of the canonical JSON array; then prev_hash and hash.
@@ -84,8 +86,8 @@ FIELDS = (
     "prev_hash",
     "hash",
 )
-_HEAD = "SELECT seq, hash FROM _audit_head WHERE id = 1"
-_SET_HEAD = "UPDATE _audit_head SET seq = ?, hash = ? WHERE id = 1"
+HEAD = "SELECT value FROM _meta WHERE key = 'audit_head'"
+_SET_HEAD = "UPDATE _meta SET value = ? WHERE key = 'audit_head'"
 _INSERT = f"INSERT INTO _audit ({COLUMNS}) VALUES ({', '.join('?' * len(FIELDS))})"
 # A column whose name is one of these, or ends with `_` and one of these, is stored as REDACTED.
 SECRET_NAMES = ("secret", "password", "token", "api_key", "apikey", "private_key")
@@ -176,7 +178,7 @@ class AuditLog:
         The head is read here, inside the transaction, not kept in memory: another process
         (`nanotypedb worker`, the CLI) may have appended since.
         """
-        seq, prev = conn.execute(_HEAD).fetchone()
+        seq, prev = parse_head(conn.execute(HEAD).fetchone()[0])
         at, env, rows = now(), self.environment, []
         for o, entries in groups:
             for e in entries:
@@ -189,8 +191,14 @@ class AuditLog:
                 rows.append((*fields, prev, digest))
                 prev = digest
         conn.executemany(_INSERT, rows)
-        conn.execute(_SET_HEAD, (seq, prev))
-        return int(seq)
+        conn.execute(_SET_HEAD, (f"{seq} {prev}",))
+        return seq
+
+
+def parse_head(value: str) -> tuple[int, str]:
+    """The head row's value, `"<seq> <hash>"`: the last entry's seq and hash."""
+    seq, _, digest = str(value).partition(" ")
+    return int(seq), digest
 
 
 def _json(row: Mapping[str, Any] | None) -> str | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .audit import COLUMNS, GENESIS, entry_hash
+from .audit import COLUMNS, GENESIS, HEAD, entry_hash, parse_head
 
 # A chain rewritten wholesale would report every entry; the first ones say enough.
 MAX_PROBLEMS = 100
@@ -70,9 +70,10 @@ class ChainReport:
 def verify(conn: sqlite3.Connection, chain: str) -> ChainReport:
     """Check every entry's hash, every link and the head row; a database without a log is an empty chain."""
     report = ChainReport(chain)
-    if not _has_log(conn):
+    head = conn.execute(HEAD).fetchone() if _has_log(conn) else None
+    if head is None:
         return report
-    report.head_seq, report.head_hash = conn.execute("SELECT seq, hash FROM _audit_head WHERE id = 1").fetchone()
+    report.head_seq, report.head_hash = parse_head(head[0])
     _Walk(report).run(_pairs(conn.execute(f"SELECT {COLUMNS} FROM _audit ORDER BY seq")))
     return report
 
@@ -94,7 +95,7 @@ def verify_file(path: Path, chain: str) -> ChainReport:
 
 def _has_log(conn: sqlite3.Connection) -> bool:
     found = conn.execute(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('_audit', '_audit_head')"
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('_audit', '_meta')"
     ).fetchone()
     return int(found[0]) == 2
 
