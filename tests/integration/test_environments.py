@@ -24,7 +24,9 @@ from nanotypedb import App, InvalidToken, Table
 from nanotypedb.demo.tasks import app as tasks_app
 from nanotypedb.errors import EnvironmentExists, EnvironmentNotFound, Forbidden, InvalidEnvironmentName
 from nanotypedb.service import Paths, create_environment, delete_environment
+from nanotypedb.storage.engine import migrate
 from nanotypedb.storage.environments import EnvironmentRegistry, EnvironmentType
+from nanotypedb.storage.migrations import Migration, apply_migrations
 from nanotypedb.testing import TestServer, serve
 
 TIMEOUT = 10
@@ -272,3 +274,19 @@ def test_an_environment_cannot_be_created_twice_nor_dev_deleted(data_dir: Path) 
         delete_environment(Paths(data_dir), "dev")
     with pytest.raises(EnvironmentNotFound):
         delete_environment(Paths(data_dir), "qa")
+
+
+def test_a_migration_another_start_up_applied_meanwhile_is_not_run_again(tmp_path: Path) -> None:
+    # Servers of two environments started together both bring every environment's database up to date:
+    # one may apply a migration after the other has read the history and before it takes the write lock.
+    path = tmp_path / "db.sqlite3"
+    migrations = [Migration(1, "t", sql="CREATE TABLE t (x)"), Migration(2, "u", sql="CREATE TABLE u (x)")]
+
+    def read_after_the_other_start_up() -> Iterator[Migration]:
+        migrate(path, [], migrations)  # the other process, between this one's read of the history and its apply
+        yield from migrations
+
+    migrate(path)  # an empty database: this start-up's read of the history finds nothing applied
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        assert apply_migrations(conn, read_after_the_other_start_up()) == []
+    assert _migrations(path) == [1, 2]
