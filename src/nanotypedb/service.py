@@ -1,4 +1,5 @@
-"""A running NanoTypeDB: the data directory, the server secret, API keys, token checks and the app's engine."""
+"""A running NanoTypeDB: the data directory, the server secret, API keys, token checks and the engine of the one
+environment this process serves (start-up also brings every other registered environment's database up to date)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from .app import App
 from .auth.keys import KEY_PREFIX, KeyStore
 from .auth.principal import ANONYMOUS, Principal, PrincipalKind
 from .auth.tokens import TokenVerifier
-from .errors import ConfigError, InvalidToken
+from .errors import ConfigError, Forbidden, InvalidToken
 from .functions import embedding
 from .functions.runtime import Runtime
 from .jobs import admin as jobs_admin
@@ -29,13 +31,13 @@ from .live.hub import Hub
 from .live.semantic import SemanticHub
 from .settings import Config
 from .storage import jobs as jobs_store
-from .storage.engine import Durability, OpenReport, SqliteEngine
+from .storage.engine import Durability, OpenReport, SqliteEngine, migrate
+from .storage.environments import DEFAULT_ENVIRONMENT, Environment, EnvironmentRegistry, EnvironmentType
 from .vectors import store as vector_store
 
 log = logging.getLogger(__name__)
 # How soon this server notices commits another process made to its database.
 EXTERNAL_POLL_SECONDS = 0.2
-DEFAULT_ENVIRONMENT = "dev"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +54,56 @@ class Paths:
     def system_db(self) -> Path:
         return self.root / "system.sqlite3"
 
+    def env_dir(self, environment: str) -> Path:
+        """Everything of one environment lives here, so deleting it is removing this folder."""
+        return self.root / "env" / environment
+
     def env_db(self, environment: str) -> Path:
-        return self.root / "env" / environment / "db.sqlite3"
+        return self.env_dir(environment) / "db.sqlite3"
+
+    def env_files(self, environment: str) -> Path:
+        return self.env_dir(environment) / "files"
+
+
+def registered(paths: Paths, name: str) -> Environment:
+    """The environment `name` of this data directory; EnvironmentNotFound (or InvalidEnvironmentName) otherwise."""
+    with EnvironmentRegistry(paths.system_db) as registry:
+        return registry.get(name)
+
+
+def create_environment(paths: Paths, name: str, kind: EnvironmentType) -> Environment:
+    """Register a new environment and make its folder; the next start-up of any server creates its database."""
+    with EnvironmentRegistry(paths.system_db) as registry:
+        environment = registry.create(name, kind)
+    paths.env_files(name).mkdir(parents=True, exist_ok=True)
+    return environment
+
+
+def deletable(paths: Paths, name: str) -> Environment:
+    """The environment `name` if it may be deleted. `dev` may not: every command defaults to it and every
+    start re-creates it, empty, so deleting it would only look like it worked."""
+    environment = registered(paths, name)
+    if name == DEFAULT_ENVIRONMENT:
+        raise Forbidden(
+            f"The environment {name!r} cannot be deleted: it is the default, re-created at every start. "
+            f"To empty it, stop its server and remove {paths.env_dir(name)}."
+        )
+    return environment
+
+
+def delete_environment(paths: Paths, name: str) -> int:
+    """Unregister an environment, then remove its API keys and its folder; returns how many keys went."""
+    deletable(paths, name)
+    with EnvironmentRegistry(paths.system_db) as registry:
+        registry.delete(name)  # first: from here on no process may serve or use it
+    keys = KeyStore(paths.system_db)
+    try:
+        removed = keys.delete_environment(name)
+    finally:
+        keys.close()
+    if paths.env_dir(name).exists():
+        shutil.rmtree(paths.env_dir(name))
+    return removed
 
 
 def ensure_secret(paths: Paths) -> str:
@@ -119,6 +169,7 @@ class Service:
         self.app = app
         self.config = config
         self.paths = Paths(config.data_dir)
+        self.environment = registered(self.paths, config.env)
         self.secret = config.secret or ensure_secret(self.paths)
         self.keys = KeyStore(self.paths.system_db)
         self.tokens = TokenVerifier.from_files(
@@ -127,9 +178,10 @@ class Service:
             Path(config.jwks_file) if config.jwks_file else None,
             audience=config.jwt_audience or None,
             issuer=config.jwt_issuer or None,
+            environment=self.environment.name,
         )
         self.engine = SqliteEngine(
-            self.paths.env_db(DEFAULT_ENVIRONMENT),
+            self.paths.env_db(self.environment.name),
             durability=Durability(config.durability),
         )
         self.runtime = Runtime(
@@ -173,18 +225,29 @@ class Service:
         self.started = False  # start() ran and stop() has not
 
     def open(self, *, first_key: bool = True) -> OpenReport:
-        """Apply migrations and schema, and create the first admin key if there is none (`first_key`:
-        only a server does, which prints it; a worker must not make a key nobody sees)."""
-        report = self.engine.open(
-            self.app.tables.values(), self.app.migrations, system=[*jobs_store.DDL, *vector_store.ddl()]
-        )
+        """Apply migrations and schema to every registered environment, logging a line for each, keep this
+        one's database open, and create its first admin key if it has none (`first_key`: only a server
+        does, which prints it; a worker must not make a key nobody sees)."""
+        self._migrate_others()
+        name = self.environment.name
+        report = self.engine.open(self.app.tables.values(), self.app.migrations, system=_system_ddl())
+        self.paths.env_files(name).mkdir(exist_ok=True)
+        _log_report(self.environment, report)
         if self.embeddings is not None:
             self.embeddings.load()
-        for m in report.migrations:
-            log.info("applied migration %d (%s) to %s", m.number, m.name, DEFAULT_ENVIRONMENT)
-        if first_key and self.keys.count_active() == 0 and not self.keys.list():
-            _, self.first_admin_key = self.keys.create("first admin key")
+        if first_key and not self.keys.list(name):
+            _, self.first_admin_key = self.keys.create("first admin key", environment=name)
         return report
+
+    def _migrate_others(self) -> None:
+        """The app's migrations and schema, applied to each other environment's file, which is closed again.
+        Every environment runs the same app: a server started after an upgrade upgrades them all."""
+        with EnvironmentRegistry(self.paths.system_db) as registry:
+            others = [e for e in registry.list() if e.name != self.environment.name]
+        for env in others:
+            report = migrate(self.paths.env_db(env.name), self.app.tables.values(), self.app.migrations, _system_ddl())
+            self.paths.env_files(env.name).mkdir(exist_ok=True)
+            _log_report(env, report)
 
     def authenticate(self, credential: str | None) -> Principal:
         """An API key or a JWT → the principal it names; no credential → anonymous."""
@@ -194,9 +257,20 @@ class Service:
             record = self.keys.verify(credential)
             if record is None:
                 raise InvalidToken("The API key is unknown or revoked.")
+            if record.environment != self.environment.name:
+                raise self._foreign_key()
             return Principal(PrincipalKind(record.kind), record.id)
         claims = self.tokens.verify(credential)
         return Principal(PrincipalKind.USER, str(claims["sub"]), claims)
+
+    def _foreign_key(self) -> InvalidToken:
+        # Which environment the key is of stays unsaid: the caller learns only that it is not this one.
+        name = self.environment.name
+        return InvalidToken(
+            f"The API key belongs to another environment, not {name!r} (the one this server serves): use a key "
+            f"of {name} (`nanotypedb keys create NAME --env {name}`).",
+            details={"reason": "wrong_environment"},
+        )
 
     def _ai(self) -> tuple[AIGateway | None, Embeddings | None]:
         """The AI gateway when a provider is configured, and the embeddings of embedded tables."""
@@ -213,7 +287,7 @@ class Service:
         if not embedders or provider is None:
             return None, None
         gateway = AIGateway(
-            self.paths.env_db(DEFAULT_ENVIRONMENT).parent / "ai.sqlite3",
+            self.paths.env_dir(self.environment.name) / "ai.sqlite3",
             embedders,
             rates=ai_choice.build_rates(self.config),
             timeout=self.config.embedding_timeout,
@@ -262,3 +336,18 @@ class Service:
         if self.ai is not None:
             self.ai.close()
         self.keys.close()
+
+
+def _system_ddl() -> list[str]:
+    return [*jobs_store.DDL, *vector_store.ddl()]
+
+
+def _log_report(environment: Environment, report: OpenReport) -> None:
+    name, kind = environment.name, environment.type.value
+    for m in report.migrations:
+        log.info("applied migration %d (%s) to %s", m.number, m.name, name)
+    count = len(report.migrations)
+    if count:
+        log.info("environment %s (%s): %d migration%s applied", name, kind, count, "" if count == 1 else "s")
+    else:
+        log.info("environment %s (%s): up to date", name, kind)

@@ -103,15 +103,21 @@ class KeyStore:
         self._insert(record, _digest(plaintext))
         return record, plaintext
 
-    def list(self) -> builtins.list[KeyRecord]:
-        """Every key, revoked ones included, oldest first."""
-        rows = self._fetchall(f"SELECT {_COLUMNS} FROM _api_keys ORDER BY rowid", ())
+    def list(self, environment: str | None = None) -> builtins.list[KeyRecord]:
+        """Every key (of `environment`, when given), revoked ones included, oldest first."""
+        where, params = _of(environment)
+        rows = self._fetchall(f"SELECT {_COLUMNS} FROM _api_keys WHERE {where} ORDER BY rowid", params)
         return [KeyRecord.from_row(row) for row in rows]
 
-    def revoke(self, key_id: str) -> bool:
-        """Revoke a key; False when there is no active key with that id."""
-        sql = "UPDATE _api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
-        return self._execute(sql, (_now(), key_id)) == 1
+    def revoke(self, key_id: str, environment: str | None = None) -> bool:
+        """Revoke a key (of `environment`, when given); False when there is no such active key."""
+        where, params = _of(environment)
+        sql = f"UPDATE _api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL AND {where}"
+        return self._execute(sql, (_now(), key_id, *params)) == 1
+
+    def delete_environment(self, environment: str) -> int:
+        """Remove every key of a deleted environment, so that a new one of the same name starts with none."""
+        return self._execute("DELETE FROM _api_keys WHERE environment = ?", (environment,))
 
     def verify(self, plaintext: str) -> KeyRecord | None:
         """The active key whose plaintext this is, or None for an unknown or revoked key."""
@@ -123,8 +129,9 @@ class KeyStore:
         rows = self._fetchall(sql, (_digest(plaintext),))
         return KeyRecord.from_row(rows[0]) if rows else None
 
-    def count_active(self) -> int:
-        rows = self._fetchall("SELECT COUNT(*) FROM _api_keys WHERE revoked_at IS NULL", ())
+    def count_active(self, environment: str | None = None) -> int:
+        where, params = _of(environment)
+        rows = self._fetchall(f"SELECT COUNT(*) FROM _api_keys WHERE revoked_at IS NULL AND {where}", params)
         return int(rows[0][0])
 
     def close(self) -> None:
@@ -157,6 +164,11 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(_SCHEMA)
     return conn
+
+
+def _of(environment: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The condition selecting the keys of `environment`, or every key when it is None."""
+    return ("environment = ?", (environment,)) if environment is not None else ("1", ())
 
 
 def _digest(plaintext: str) -> str:

@@ -82,20 +82,27 @@ def apply_migrations(conn: sqlite3.Connection, migrations: Iterable[Migration]) 
                     "original text and add a new numbered migration for the change."
                 )
             continue
-        _apply_one(conn, migration)
-        ran.append(migration)
+        if _apply_one(conn, migration):
+            ran.append(migration)
     return ran
 
 
-def _apply_one(conn: sqlite3.Connection, migration: Migration) -> None:
+def _apply_one(conn: sqlite3.Connection, migration: Migration) -> bool:
+    """Apply one migration; False when another process applied it first."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        # Asked again under the write lock: servers of two environments starting at once both bring
+        # every environment's database up to date, and only one of them may run each migration.
+        if conn.execute("SELECT 1 FROM _migrations WHERE number = ?", (migration.number,)).fetchone():
+            conn.execute("ROLLBACK")
+            return False
         migration.run(conn)
         conn.execute(
             "INSERT INTO _migrations (number, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
             (migration.number, migration.name, migration.checksum, _now()),
         )
         conn.execute("COMMIT")
+        return True
     except Exception as exc:
         # Not only sqlite3.Error: a function migration can fail with any exception of its own,
         # and start-up must still stop with MigrationError, not a bare traceback.
