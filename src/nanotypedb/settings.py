@@ -26,6 +26,12 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "./data", "Directory of the databases, the server secret and files."),
+    Setting(
+        "env",
+        "dev",
+        "The environment this process serves or acts on (its own database, files and keys); "
+        "create one with `nanotypedb env create`.",
+    ),
     Setting("host", "127.0.0.1", "Address to listen on."),
     Setting("port", 8787, "Port to listen on.", int),
     Setting("app", "nanotypedb.demo.tasks:app", "The app to serve: module:attr or path/to/app.py."),
@@ -102,6 +108,7 @@ class Config:
     """Resolved settings of one server process."""
 
     data_dir: Path = Path("./data")
+    env: str = "dev"
     host: str = "127.0.0.1"
     port: int = 8787
     app: str = "nanotypedb.demo.tasks:app"

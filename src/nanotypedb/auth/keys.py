@@ -114,14 +114,20 @@ class KeyStore:
         self._write(lambda conn: self._insert(conn, record, _digest(plaintext), origin))
         return record, plaintext
 
-    def list(self) -> builtins.list[KeyRecord]:
-        """Every key, revoked ones included, oldest first."""
-        rows = self._fetchall(f"SELECT {_COLUMNS} FROM _api_keys ORDER BY rowid", ())
+    def list(self, environment: str | None = None) -> builtins.list[KeyRecord]:
+        """Every key (of `environment`, when given), revoked ones included, oldest first."""
+        where, params = _of(environment)
+        rows = self._fetchall(f"SELECT {_COLUMNS} FROM _api_keys WHERE {where} ORDER BY rowid", params)
         return [KeyRecord.from_row(row) for row in rows]
 
-    def revoke(self, key_id: str, *, origin: Origin = audit.UNKNOWN) -> bool:
-        """Revoke a key; False when there is no active key with that id."""
-        return self._write(lambda conn: self._revoke(conn, key_id, origin))
+    def revoke(self, key_id: str, environment: str | None = None, *, origin: Origin = audit.UNKNOWN) -> bool:
+        """Revoke a key (of `environment`, when given); False when there is no such active key."""
+        return self._write(lambda conn: self._revoke(conn, key_id, environment, origin))
+
+    def delete_environment(self, environment: str, *, origin: Origin = audit.UNKNOWN) -> int:
+        """Remove every key of a deleted environment, so that a new one of the same name starts with none;
+        each removed key has its `key.delete` entry, in the same transaction."""
+        return self._write(lambda conn: self._delete_environment(conn, environment, origin))
 
     def verify(self, plaintext: str) -> KeyRecord | None:
         """The active key whose plaintext this is, or None for an unknown or revoked key."""
@@ -133,8 +139,9 @@ class KeyStore:
         rows = self._fetchall(sql, (_digest(plaintext),))
         return KeyRecord.from_row(rows[0]) if rows else None
 
-    def count_active(self) -> int:
-        rows = self._fetchall("SELECT COUNT(*) FROM _api_keys WHERE revoked_at IS NULL", ())
+    def count_active(self, environment: str | None = None) -> int:
+        where, params = _of(environment)
+        rows = self._fetchall(f"SELECT COUNT(*) FROM _api_keys WHERE revoked_at IS NULL AND {where}", params)
         return int(rows[0][0])
 
     def close(self) -> None:
@@ -148,9 +155,10 @@ class KeyStore:
         conn.execute(sql, (*row, digest))
         self._audit(conn, origin, Act("key.create", "_api_keys", r.id, None, r.to_dict()), r.environment)
 
-    def _revoke(self, conn: sqlite3.Connection, key_id: str, origin: Origin) -> bool:
-        found = conn.execute(f"SELECT {_COLUMNS} FROM _api_keys WHERE id = ? AND revoked_at IS NULL", (key_id,))
-        row = found.fetchone()
+    def _revoke(self, conn: sqlite3.Connection, key_id: str, environment: str | None, origin: Origin) -> bool:
+        where, params = _of(environment)
+        sql = f"SELECT {_COLUMNS} FROM _api_keys WHERE id = ? AND revoked_at IS NULL AND {where}"
+        row = conn.execute(sql, (key_id, *params)).fetchone()
         if row is None:
             return False
         before = KeyRecord.from_row(row)
@@ -159,6 +167,14 @@ class KeyStore:
         act = Act("key.revoke", "_api_keys", key_id, before.to_dict(), after.to_dict())
         self._audit(conn, origin, act, before.environment)
         return True
+
+    def _delete_environment(self, conn: sqlite3.Connection, environment: str, origin: Origin) -> int:
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM _api_keys WHERE environment = ?", (environment,)).fetchall()
+        conn.execute("DELETE FROM _api_keys WHERE environment = ?", (environment,))
+        for row in rows:
+            r = KeyRecord.from_row(row)
+            self._audit(conn, origin, Act("key.delete", "_api_keys", r.id, r.to_dict(), None), environment)
+        return len(rows)
 
     def _audit(self, conn: sqlite3.Connection, origin: Origin, act: Act, environment: str) -> None:
         if self.audited:
@@ -194,6 +210,11 @@ def _connect(path: Path) -> sqlite3.Connection:
     for ddl in audit.DDL:
         conn.execute(ddl)
     return conn
+
+
+def _of(environment: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The condition selecting the keys of `environment`, or every key when it is None."""
+    return ("environment = ?", (environment,)) if environment is not None else ("1", ())
 
 
 def _digest(plaintext: str) -> str:

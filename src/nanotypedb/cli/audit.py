@@ -18,6 +18,7 @@ from ..lib.ids import request_id
 from ..service import Paths
 from ..storage import audit as store
 from ..storage.engine import Durability, connect
+from ..storage.environments import EnvironmentRegistry
 
 
 def origin(command: str) -> store.Origin:
@@ -30,18 +31,18 @@ def origin(command: str) -> store.Origin:
 
 
 def chains(data_dir: Path) -> list[tuple[str, Path]]:
-    """Every chain of a data directory: each environment's, then the system database's (as verifyAuditLog)."""
+    """Every chain of a data directory: each registered environment's that has a database (in the registry's
+    order, oldest first), then the system database's (as verifyAuditLog). A deleted environment is not one."""
     paths = Paths(data_dir)
-    env_root = paths.root / "env"
-    found = []
-    if env_root.is_dir():
-        found = [(f"env:{d.name}", d / "db.sqlite3") for d in sorted(env_root.iterdir()) if (d / "db.sqlite3").exists()]
+    with EnvironmentRegistry(paths.system_db) as registry:
+        environments = [e.name for e in registry.list()]
+    found = [(f"env:{name}", paths.env_db(name)) for name in environments if paths.env_db(name).exists()]
     return [*found, ("system", paths.system_db)]
 
 
 def verify(data_dir: Path, as_json: bool) -> None:
     """Print the report; exit 0 when every chain is intact, 1 when one was tampered with."""
-    if not Paths(data_dir).system_db.exists() and len(chains(data_dir)) == 1:
+    if not Paths(data_dir).system_db.exists():
         raise click.ClickException(f"No databases in {data_dir}: start the server once first.")
     report = verify_chains(chains(data_dir))
     if as_json:

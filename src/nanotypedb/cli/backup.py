@@ -7,19 +7,26 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..storage.backup import backup_file
-
-# The databases worth keeping, relative to the data directory; the -wal and -shm files are folded in.
-DATABASES = ("system.sqlite3", "env/*/db.sqlite3", "env/*/ai.sqlite3")
+from ..storage.environments import DEFAULT_ENVIRONMENT
 
 
-def run_backup(data_dir: Path, out: Path) -> list[Path]:
-    """Copy each database of `data_dir` (the server may be running) and its secret into `out`, laid out
-    like a data directory; return the files written. `out` is built under a `.partial` name, then renamed."""
+def databases(environment: str) -> tuple[str, ...]:
+    """The databases worth keeping, relative to the data directory; the -wal and -shm files are folded in."""
+    return ("system.sqlite3", f"env/{environment}/db.sqlite3", f"env/{environment}/ai.sqlite3")
+
+
+def run_backup(data_dir: Path, out: Path, environment: str = DEFAULT_ENVIRONMENT) -> list[Path]:
+    """Copy the system database, each database of `environment` (the server may be running) and the secret of
+    `data_dir` into `out`, laid out like a data directory; return the files written. `out` is built under a
+    `.partial` name, then renamed."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not an empty directory: choose a new --out.")
-    sources = sorted({p for pattern in DATABASES for p in data_dir.glob(pattern)})
+    sources = sorted(data_dir / name for name in databases(environment) if (data_dir / name).is_file())
     if not any(p.name == "db.sqlite3" for p in sources):
-        raise ConfigError(f"{data_dir} holds no environment database (env/*/db.sqlite3): is --data-dir right?")
+        raise ConfigError(
+            f"{data_dir} holds no database of {environment} (env/{environment}/db.sqlite3): is --data-dir right? "
+            "(An environment's database is made when a server first starts.)"
+        )
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     written = []

@@ -33,7 +33,7 @@ async def export_download(request: Request) -> Response:
         read = await asyncio.to_thread(engine.read_sync, lambda tx: store.page(tx.conn, where, after, limit))
         return read.value
 
-    name = f"audit-{service.environment}.{fmt}"
+    name = f"audit-{service.environment.name}.{fmt}"
     return StreamingResponse(
         export.stream_async(fmt, fetch),
         media_type=export.MEDIA_TYPES[fmt],

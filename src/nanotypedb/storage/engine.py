@@ -210,13 +210,9 @@ class SqliteEngine:
         additive schema changes."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = connect(self.path, self.durability)
+        tables = list(tables)
         try:
-            self._init_meta(conn)
-            for ddl in system:
-                conn.execute(ddl)
-            ran = apply_migrations(conn, migrations, self.audit)
-            tables = list(tables)
-            report = sync_schema(conn, tables)
+            ran, report = _prepare(conn, tables, migrations, system, self.audit)
         except BaseException:
             conn.close()
             raise
@@ -226,10 +222,6 @@ class SqliteEngine:
         if self.durability is Durability.FULL:
             self._committer = _Committer()
         return OpenReport(ran, report)
-
-    def _init_meta(self, conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value)")
-        conn.execute("INSERT OR IGNORE INTO _meta (key, value) VALUES ('version', 0)")
 
     def on_commit(self, listener: Callable[[list[Commit]], None]) -> None:
         """Call `listener` after each group commit, with its commits in version order.
@@ -547,3 +539,37 @@ class SqliteEngine:
 def _fail_future(fut: asyncio.Future[Any], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
+
+
+def _prepare(
+    conn: sqlite3.Connection,
+    tables: list[TableSchema],
+    migrations: Iterable[Migration],
+    system: Iterable[str],
+    audit: AuditLog | None,
+) -> tuple[list[Migration], SyncReport]:
+    """What every open does to a file: `_meta`, the system tables, the pending migrations (each with its
+    entry in this file's audit chain, when `audit` is given), the additive schema."""
+    conn.execute("CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value)")
+    conn.execute("INSERT OR IGNORE INTO _meta (key, value) VALUES ('version', 0)")
+    for ddl in system:
+        conn.execute(ddl)
+    return apply_migrations(conn, migrations, audit), sync_schema(conn, tables)
+
+
+def migrate(
+    path: Path,
+    tables: Iterable[TableSchema] = (),
+    migrations: Iterable[Migration] = (),
+    system: Iterable[str] = (),
+    audit: AuditLog | None = None,
+) -> OpenReport:
+    """Bring the database at `path` up to date as `SqliteEngine.open` would, without keeping it open: start-up
+    does this to every environment besides its own, whose server (if one runs) may be using the file.
+    `audit`: the log of that file's environment, so that its migrations are recorded in its own chain."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(path, Durability.FULL)
+    try:
+        return OpenReport(*_prepare(conn, list(tables), migrations, system, audit))
+    finally:
+        conn.close()

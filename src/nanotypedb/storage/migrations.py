@@ -86,14 +86,20 @@ def apply_migrations(
                     "original text and add a new numbered migration for the change."
                 )
             continue
-        _apply_one(conn, migration, audit)
-        ran.append(migration)
+        if _apply_one(conn, migration, audit):
+            ran.append(migration)
     return ran
 
 
-def _apply_one(conn: sqlite3.Connection, migration: Migration, audit: AuditLog | None) -> None:
+def _apply_one(conn: sqlite3.Connection, migration: Migration, audit: AuditLog | None) -> bool:
+    """Apply one migration, with its audit entry; False (and no entry) when another process applied it first."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        # Asked again under the write lock: servers of two environments starting at once both bring
+        # every environment's database up to date, and only one of them may run each migration.
+        if conn.execute("SELECT 1 FROM _migrations WHERE number = ?", (migration.number,)).fetchone():
+            conn.execute("ROLLBACK")
+            return False
         migration.run(conn)
         conn.execute(
             "INSERT INTO _migrations (number, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
@@ -104,6 +110,7 @@ def _apply_one(conn: sqlite3.Connection, migration: Migration, audit: AuditLog |
             act = Act("migration.apply", "_migrations", migration.number, None, done)
             audit.append(conn, Origin("system", "server", f"migration {migration.number}"), [act])
         conn.execute("COMMIT")
+        return True
     except Exception as exc:
         # Not only sqlite3.Error: a function migration can fail with any exception of its own,
         # and start-up must still stop with MigrationError, not a bare traceback.
