@@ -3,17 +3,22 @@
 NanoTypeDBError (500 InternalError)
 ├── BadRequest (400 BadRequest)
 │   ├── ValidationFailed (400 ValidationFailed)
-│   └── MalformedMessage (400 MalformedMessage)
+│   ├── MalformedMessage (400 MalformedMessage)
+│   └── InvalidEnvironmentName (400 InvalidEnvironmentName)
 ├── Unauthenticated (401 Unauthenticated)
 │   └── InvalidToken (401 InvalidToken)
 ├── Forbidden (403 Forbidden)
-│   └── PolicyDenied (403 PolicyDenied)
+│   ├── PolicyDenied (403 PolicyDenied)
+│   └── DevelopmentOnly (403 DevelopmentOnly)
 ├── NotFound (404 NotFound)
 │   ├── FunctionNotFound (404 FunctionNotFound)
-│   └── RowNotFound (404 RowNotFound)
+│   ├── RowNotFound (404 RowNotFound)
+│   └── EnvironmentNotFound (404 EnvironmentNotFound)
 ├── Conflict (409 Conflict)
+│   └── EnvironmentExists (409 EnvironmentExists)
 ├── MethodNotAllowed (405 MethodNotAllowed)
 ├── PayloadTooLarge (413 PayloadTooLarge)
+│   └── AuditExportTooLarge (413 AuditExportTooLarge)
 ├── RateLimited (429 RateLimited)
 ├── ServiceUnavailable (503 ServiceUnavailable)
 └── Server-side only, never sent as such: SchemaError, MigrationError, ConfigError
@@ -68,6 +73,12 @@ class MalformedMessage(BadRequest):
     code = "MalformedMessage"
 
 
+class InvalidEnvironmentName(BadRequest):
+    """An environment name is 1-32 lowercase letters, digits and `-`, starting with a letter or digit."""
+
+    code = "InvalidEnvironmentName"
+
+
 class Unauthenticated(NanoTypeDBError):
     """This function needs a signed-in caller: send an API key or a token."""
 
@@ -94,6 +105,12 @@ class PolicyDenied(Forbidden):
     code = "PolicyDenied"
 
 
+class DevelopmentOnly(Forbidden):
+    """This is a development convenience, refused in a prod environment."""
+
+    code = "DevelopmentOnly"
+
+
 class NotFound(NanoTypeDBError):
     """Not found."""
 
@@ -113,6 +130,12 @@ class RowNotFound(NotFound):
     code = "RowNotFound"
 
 
+class EnvironmentNotFound(NotFound):
+    """There is no environment of that name: create it with `nanotypedb env create NAME --type dev`."""
+
+    code = "EnvironmentNotFound"
+
+
 class Conflict(NanoTypeDBError):
     """The write conflicts with the current data."""
 
@@ -120,11 +143,23 @@ class Conflict(NanoTypeDBError):
     status = 409
 
 
+class EnvironmentExists(Conflict):
+    """An environment of that name exists already."""
+
+    code = "EnvironmentExists"
+
+
 class PayloadTooLarge(NanoTypeDBError):
     """The request body is larger than the server accepts."""
 
     code = "PayloadTooLarge"
     status = 413
+
+
+class AuditExportTooLarge(PayloadTooLarge):
+    """More audit entries match than exportAuditLog returns: narrow the filters or use GET /api/audit/export."""
+
+    code = "AuditExportTooLarge"
 
 
 class RateLimited(NanoTypeDBError):
@@ -175,15 +210,20 @@ ALL_ERRORS: tuple[type[NanoTypeDBError], ...] = (
     BadRequest,
     ValidationFailed,
     MalformedMessage,
+    InvalidEnvironmentName,
     Unauthenticated,
     InvalidToken,
     Forbidden,
     PolicyDenied,
+    DevelopmentOnly,
     NotFound,
     FunctionNotFound,
     RowNotFound,
+    EnvironmentNotFound,
     Conflict,
+    EnvironmentExists,
     PayloadTooLarge,
+    AuditExportTooLarge,
     RateLimited,
     ServiceUnavailable,
     UpstreamError,

@@ -1,4 +1,5 @@
-"""A running NanoTypeDB: the data directory, the server secret, API keys, token checks and the app's engine."""
+"""A running NanoTypeDB: the data directory, the server secret, API keys, token checks and the engine of the one
+environment this process serves (start-up also brings every other registered environment's database up to date)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +18,11 @@ from .ai.gateway import AIGateway
 from .analytics import admin as analytics_admin
 from .analytics.recorder import Recorder
 from .app import App
+from .audit import admin as audit_admin
 from .auth.keys import KEY_PREFIX, KeyStore
 from .auth.principal import ANONYMOUS, Principal, PrincipalKind
 from .auth.tokens import TokenVerifier
-from .errors import ConfigError, InvalidToken
+from .errors import ConfigError, Forbidden, InvalidToken
 from .functions import embedding
 from .functions.runtime import Runtime
 from .jobs import admin as jobs_admin
@@ -30,14 +33,17 @@ from .lib.ratelimit import Rate
 from .live.hub import Hub
 from .live.semantic import SemanticHub
 from .settings import Config
+from .storage import audit as audit_store
 from .storage import jobs as jobs_store
-from .storage.engine import Durability, OpenReport, SqliteEngine
+from .storage.engine import Durability, OpenReport, SqliteEngine, migrate
+from .storage.environments import DEFAULT_ENVIRONMENT, Environment, EnvironmentRegistry, EnvironmentType
 from .vectors import store as vector_store
 
 log = logging.getLogger(__name__)
 # How soon this server notices commits another process made to its database.
 EXTERNAL_POLL_SECONDS = 0.2
-DEFAULT_ENVIRONMENT = "dev"
+# The actor the audit log names for what the server does by itself (the first admin key).
+SERVER = audit_store.Origin("system", "server", "serve")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +60,69 @@ class Paths:
     def system_db(self) -> Path:
         return self.root / "system.sqlite3"
 
+    def env_dir(self, environment: str) -> Path:
+        """Everything of one environment lives here, so deleting it is removing this folder."""
+        return self.root / "env" / environment
+
     def env_db(self, environment: str) -> Path:
-        return self.root / "env" / environment / "db.sqlite3"
+        return self.env_dir(environment) / "db.sqlite3"
+
+    def env_files(self, environment: str) -> Path:
+        return self.env_dir(environment) / "files"
+
+    def env_ai(self, environment: str) -> Path:
+        """The AI gateway's cache and log of one environment (ai-gateway.md)."""
+        return self.env_dir(environment) / "ai.sqlite3"
+
+    def env_analytics(self, environment: str) -> Path:
+        """The usage analytics of one environment's server (analytics.md)."""
+        return self.env_dir(environment) / "analytics.sqlite3"
+
+
+def registered(paths: Paths, name: str) -> Environment:
+    """The environment `name` of this data directory; EnvironmentNotFound (or InvalidEnvironmentName) otherwise."""
+    with EnvironmentRegistry(paths.system_db) as registry:
+        return registry.get(name)
+
+
+def create_environment(
+    paths: Paths, name: str, kind: EnvironmentType, *, origin: audit_store.Origin | None = None
+) -> Environment:
+    """Register a new environment and make its folder; the next start-up of any server creates its database.
+    `origin`: who did it, for the `env.create` entry of the system database's audit chain (None: no entry)."""
+    with EnvironmentRegistry(paths.system_db) as registry:
+        environment = registry.create(name, kind, origin=origin)
+    paths.env_files(name).mkdir(parents=True, exist_ok=True)
+    return environment
+
+
+def deletable(paths: Paths, name: str) -> Environment:
+    """The environment `name` if it may be deleted. `dev` may not: every command defaults to it and every
+    start re-creates it, empty, so deleting it would only look like it worked."""
+    environment = registered(paths, name)
+    if name == DEFAULT_ENVIRONMENT:
+        raise Forbidden(
+            f"The environment {name!r} cannot be deleted: it is the default, re-created at every start. "
+            f"To empty it, stop its server and remove {paths.env_dir(name)}."
+        )
+    return environment
+
+
+def delete_environment(paths: Paths, name: str, *, origin: audit_store.Origin | None = None) -> int:
+    """Unregister an environment, then remove its API keys and its folder; returns how many keys went.
+    `origin`: who did it, for the `env.delete` and `key.delete` entries of the system database's audit
+    chain, each written in the transaction of its act (None: no entries)."""
+    deletable(paths, name)
+    with EnvironmentRegistry(paths.system_db) as registry:
+        registry.delete(name, origin=origin)  # first: from here on no process may serve or use it
+    keys = KeyStore(paths.system_db, audited=origin is not None)
+    try:
+        removed = keys.delete_environment(name, origin=origin or audit_store.UNKNOWN)
+    finally:
+        keys.close()
+    if paths.env_dir(name).exists():
+        shutil.rmtree(paths.env_dir(name))
+    return removed
 
 
 def ensure_secret(paths: Paths) -> str:
@@ -121,18 +188,22 @@ class Service:
         self.app = app
         self.config = config
         self.paths = Paths(config.data_dir)
+        # The one environment this process serves (`--env`): its database, its keys and its audit entries name it.
+        self.environment = registered(self.paths, config.env)
         self.secret = config.secret or ensure_secret(self.paths)
-        self.keys = KeyStore(self.paths.system_db)
+        self.keys = KeyStore(self.paths.system_db, audited=config.audit == "on")
         self.tokens = TokenVerifier.from_files(
             self.secret,
             Path(config.jwt_public_key) if config.jwt_public_key else None,
             Path(config.jwks_file) if config.jwks_file else None,
             audience=config.jwt_audience or None,
             issuer=config.jwt_issuer or None,
+            environment=self.environment.name,
         )
         self.engine = SqliteEngine(
-            self.paths.env_db(DEFAULT_ENVIRONMENT),
+            self.paths.env_db(self.environment.name),
             durability=Durability(config.durability),
+            audit=self._audit_log(self.environment.name),
         )
         self.runtime = Runtime(
             app.functions,
@@ -141,9 +212,10 @@ class Service:
             cache_entries=config.query_cache_entries,
         )
         self.analytics = self._analytics()
-        for admin_fn in [*jobs_admin.functions(), *analytics_admin.functions()]:
+        for admin_fn in [*jobs_admin.functions(), *audit_admin.functions(), *analytics_admin.functions()]:
             if app.functions.get(admin_fn.name) is None:  # an app may define its own of that name
                 app.functions.add(admin_fn)
+        self.runtime.audit_chains = self.audit_chains()
         for fn in app.functions:
             if fn.optimistic is not None:
                 fn.optimistic.check(fn.name, app.tables)
@@ -175,21 +247,48 @@ class Service:
         self.connections = 0  # open WebSocket connections (server/ws.py counts them)
         self.started = False  # start() ran and stop() has not
 
+    def audit_chains(self) -> list[tuple[str, Path]]:
+        """The audit chains this server writes: its environment's database and the system database (keys)."""
+        name = self.environment.name
+        return [(f"env:{name}", self.paths.env_db(name)), ("system", self.paths.system_db)]
+
+    def _audit_log(self, environment: str) -> audit_store.AuditLog | None:
+        """The log of one environment's chain; None when the `audit` setting is off."""
+        return audit_store.AuditLog(environment) if self.config.audit == "on" else None
+
     def open(self, *, first_key: bool = True) -> OpenReport:
-        """Apply migrations and schema, and create the first admin key if there is none (`first_key`:
-        only a server does, which prints it; a worker must not make a key nobody sees)."""
-        report = self.engine.open(
-            self.app.tables.values(), self.app.migrations, system=[*jobs_store.DDL, *vector_store.ddl()]
-        )
+        """Apply migrations and schema to every registered environment, logging a line for each, keep this
+        one's database open, and create its first admin key if it has none (`first_key`: only a server
+        does, which prints it; a worker must not make a key nobody sees)."""
+        self._migrate_others()
+        name = self.environment.name
+        report = self.engine.open(self.app.tables.values(), self.app.migrations, system=_system_ddl())
+        self.paths.env_files(name).mkdir(exist_ok=True)
+        _log_report(self.environment, report)
         if self.embeddings is not None:
             self.embeddings.load()
         if self.analytics is not None:
             self.analytics.open()
-        for m in report.migrations:
-            log.info("applied migration %d (%s) to %s", m.number, m.name, DEFAULT_ENVIRONMENT)
-        if first_key and self.keys.count_active() == 0 and not self.keys.list():
-            _, self.first_admin_key = self.keys.create("first admin key")
+        if first_key and not self.keys.list(name):
+            _, self.first_admin_key = self.keys.create("first admin key", environment=name, origin=SERVER)
         return report
+
+    def _migrate_others(self) -> None:
+        """The app's migrations and schema, applied to each other environment's file, which is closed again.
+        Every environment runs the same app: a server started after an upgrade upgrades them all."""
+        with EnvironmentRegistry(self.paths.system_db) as registry:
+            others = [e for e in registry.list() if e.name != self.environment.name]
+        for env in others:
+            # Audited as that environment's own: its name, in its own database's chain.
+            report = migrate(
+                self.paths.env_db(env.name),
+                self.app.tables.values(),
+                self.app.migrations,
+                _system_ddl(),
+                self._audit_log(env.name),
+            )
+            self.paths.env_files(env.name).mkdir(exist_ok=True)
+            _log_report(env, report)
 
     def authenticate(self, credential: str | None) -> Principal:
         """An API key or a JWT → the principal it names; no credential → anonymous."""
@@ -199,16 +298,28 @@ class Service:
             record = self.keys.verify(credential)
             if record is None:
                 raise InvalidToken("The API key is unknown or revoked.")
+            if record.environment != self.environment.name:
+                raise self._foreign_key()
             return Principal(PrincipalKind(record.kind), record.id)
         claims = self.tokens.verify(credential)
         return Principal(PrincipalKind.USER, str(claims["sub"]), claims)
 
+    def _foreign_key(self) -> InvalidToken:
+        # Which environment the key is of stays unsaid: the caller learns only that it is not this one.
+        name = self.environment.name
+        return InvalidToken(
+            f"The API key belongs to another environment, not {name!r} (the one this server serves): use a key "
+            f"of {name} (`nanotypedb keys create NAME --env {name}`).",
+            details={"reason": "wrong_environment"},
+        )
+
     def _analytics(self) -> Recorder | None:
-        """Usage analytics in the environment's folder, fed by every call and commit (`--analytics on`)."""
+        """Usage analytics in the folder of the environment this server serves, fed by every call and commit
+        (`--analytics on`); other environments' servers keep their own."""
         if self.config.analytics != "on":
             return None
         recorder = Recorder(
-            self.paths.env_db(DEFAULT_ENVIRONMENT).parent / "analytics.sqlite3",
+            self.paths.env_analytics(self.environment.name),
             lambda name: self.app.functions.get(name) is not None,
             flush=self.config.analytics_flush,
             retention_days=self.config.analytics_retention_days,
@@ -233,7 +344,7 @@ class Service:
         if not embedders or provider is None:
             return None, None
         gateway = AIGateway(
-            self.paths.env_db(DEFAULT_ENVIRONMENT).parent / "ai.sqlite3",
+            self.paths.env_ai(self.environment.name),
             embedders,
             rates=ai_choice.build_rates(self.config),
             timeout=self.config.embedding_timeout,
@@ -288,3 +399,18 @@ class Service:
         if self.ai is not None:
             self.ai.close()
         self.keys.close()
+
+
+def _system_ddl() -> list[str]:
+    return [*jobs_store.DDL, *audit_store.DDL, *vector_store.ddl()]
+
+
+def _log_report(environment: Environment, report: OpenReport) -> None:
+    name, kind = environment.name, environment.type.value
+    for m in report.migrations:
+        log.info("applied migration %d (%s) to %s", m.number, m.name, name)
+    count = len(report.migrations)
+    if count:
+        log.info("environment %s (%s): %d migration%s applied", name, kind, count, "" if count == 1 else "s")
+    else:
+        log.info("environment %s (%s): up to date", name, kind)

@@ -26,6 +26,12 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "./data", "Directory of the databases, the server secret and files."),
+    Setting(
+        "env",
+        "dev",
+        "The environment this process serves or acts on (its own database, files and keys); "
+        "create one with `nanotypedb env create`.",
+    ),
     Setting("host", "127.0.0.1", "Address to listen on."),
     Setting("port", 8787, "Port to listen on.", int),
     Setting("app", "nanotypedb.demo.tasks:app", "The app to serve: module:attr or path/to/app.py."),
@@ -46,6 +52,13 @@ SETTINGS: tuple[Setting, ...] = (
         10_000,
         "Query results kept until a commit touches what they read (0 turns the cache off).",
         int,
+    ),
+    Setting(
+        "audit",
+        "on",
+        "on: an audit entry for every change and administrative act, in its own transaction, chained by hash; "
+        "off: no audit trail at all (for benchmarks).",
+        choices=("on", "off"),
     ),
     Setting("job_workers", 4, "Jobs this process runs at once (0: none here; run `nanotypedb worker`).", int),
     Setting("job_lease", 60.0, "Seconds a worker holds a job before another may take it over.", float),
@@ -103,6 +116,7 @@ class Config:
     """Resolved settings of one server process."""
 
     data_dir: Path = Path("./data")
+    env: str = "dev"
     host: str = "127.0.0.1"
     port: int = 8787
     app: str = "nanotypedb.demo.tasks:app"
@@ -114,6 +128,7 @@ class Config:
     ws_max_in_flight: int = 64
     ws_max_subscriptions: int = 1_000
     query_cache_entries: int = 10_000
+    audit: str = "on"
     job_workers: int = 4
     job_lease: float = 60.0
     job_poll: float = 1.0

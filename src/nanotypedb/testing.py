@@ -28,7 +28,11 @@ def free_port() -> int:
 
 
 class TestServer:
-    """A Service behind uvicorn on a free port of 127.0.0.1, in a thread of this process."""
+    """A Service behind uvicorn on a free port of 127.0.0.1, in a thread of this process.
+
+    Settings are keyword arguments: `TestServer(app, data_dir, env="staging")` serves the environment
+    `staging`, which must be registered first (`nanotypedb env create`, or `create_environment`).
+    """
 
     __test__ = False  # not a pytest test class
 
@@ -90,12 +94,14 @@ class TestServer:
     def admin_key(self) -> str:
         assert self.service is not None
         if self.service.first_admin_key is None:
-            _, self.service.first_admin_key = self.service.keys.create("test admin")
+            env = self.service.environment.name
+            _, self.service.first_admin_key = self.service.keys.create("test admin", environment=env)
         return self.service.first_admin_key
 
     def token(self, user: str, **options: Any) -> str:
-        """A user token signed with this server's secret."""
+        """A user token signed with this server's secret, for its environment (unless `environment=` says otherwise)."""
         assert self.service is not None
+        options.setdefault("environment", self.service.environment.name)
         return mint_token(self.service.secret, user, **options)
 
     def client(self, credential: str | None = None) -> HttpClient:

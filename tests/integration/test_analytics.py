@@ -15,8 +15,11 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from nanotypedb import App, ConfigError, Conflict, Ctx, NanoTypeDBError, Table, owner_policy
+from nanotypedb.cli.backup import run_backup
 from nanotypedb.jobs.context import JobCtx
+from nanotypedb.service import Paths, create_environment
 from nanotypedb.storage.analytics import AnalyticsStore
+from nanotypedb.storage.environments import EnvironmentType
 from nanotypedb.testing import HttpClient, TestServer, serve, wait_for
 
 app = App("usage")
@@ -295,15 +298,38 @@ def test_analytics_off_counts_nothing_and_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "env" / "dev" / "analytics.sqlite3").exists()
 
 
+def test_each_environment_keeps_its_own_analytics(tmp_path: Path) -> None:
+    # A staging server counts into env/staging/analytics.sqlite3, never into dev's folder, and answers for staging
+    # alone; `backup --env staging` copies staging's file and nothing of dev.
+    create_environment(Paths(tmp_path), "staging", EnvironmentType.STAGING)
+    with serve(app, tmp_path, env="staging", analytics_flush=3600) as server:
+        admin = server.client(server.admin_key)
+        for i in range(3):
+            admin.call("addNote", text=f"s{i}")
+        server.client().call("ping")
+    assert _stored_calls(tmp_path, "addNote", env="staging") == 3  # the clean stop flushed, into staging's file
+    assert not (tmp_path / "env" / "dev" / "analytics.sqlite3").exists()
+    with serve(app, tmp_path, analytics_flush=3600) as server:  # dev: its own file, none of staging's counts
+        server.client().call("ping")
+        assert without_own(analytics(server, group_by="function")) == {("ping",): 1}
+    assert _stored_calls(tmp_path, "ping", env="dev") == 1
+    assert _stored_calls(tmp_path, "ping", env="staging") == 1
+    written = run_backup(tmp_path, tmp_path / "copy", "staging")
+    copy = tmp_path / "copy"
+    assert copy / "env" / "staging" / "analytics.sqlite3" in written
+    assert _stored_calls(copy, "addNote", env="staging") == 3
+    assert not (copy / "env" / "dev").exists()
+
+
 @pytest.mark.parametrize("settings", [{"analytics_flush": 0}, {"analytics_retention_days": 0}])
 def test_bad_analytics_settings_stop_start_up(tmp_path: Path, settings: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="--analytics-"):
         TestServer(app, tmp_path, **settings).start()
 
 
-def _stored_calls(data_dir: Path, function: str | None = None) -> int:
-    """Calls in the analytics file, as a flush left it (read beside the server)."""
-    path = data_dir / "env" / "dev" / "analytics.sqlite3"
+def _stored_calls(data_dir: Path, function: str | None = None, *, env: str = "dev") -> int:
+    """Calls in the analytics file of `env`, as a flush left it (read beside the server)."""
+    path = Paths(data_dir).env_analytics(env)
     if not path.exists():
         return 0
     with contextlib.closing(sqlite3.connect(path)) as conn:

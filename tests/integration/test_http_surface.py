@@ -165,6 +165,9 @@ def test_functions_lists_the_tasks_app(server: TestServer) -> None:
         "listJobs": "query",
         "redriveJobs": "mutation",
         "purgeJobs": "mutation",
+        # The audit log's, likewise:
+        "exportAuditLog": "query",
+        "verifyAuditLog": "action",
         # Usage analytics, also every app's:
         "getAnalytics": "action",
     }
@@ -219,7 +222,13 @@ def refs(node: Any) -> Iterator[str]:
 def check_openapi(document: dict[str, Any], functions: list[dict[str, Any]]) -> None:
     assert document["openapi"].startswith("3.1.")
     assert document["info"]["title"] and document["info"]["version"]
-    expected = {f"/api/rpc/{f['name']}" for f in functions} | {"/api/functions", "/openapi.json", "/healthz", "/ws"}
+    expected = {f"/api/rpc/{f['name']}" for f in functions} | {
+        "/api/functions",
+        "/openapi.json",
+        "/healthz",
+        "/ws",
+        "/api/audit/export",
+    }
     assert set(document["paths"]) == expected
     for fn in functions:
         post = document["paths"][f"/api/rpc/{fn['name']}"]["post"]

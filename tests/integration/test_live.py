@@ -200,6 +200,30 @@ def test_identical_subscriptions_share_one_run(server: TestServer) -> None:
         assert hub(server).stats.reruns == before + 1
 
 
+def test_connections_due_the_same_transition_share_its_frame_and_each_gets_it_whole(server: TestServer) -> None:
+    """Connections without compression get one frame built once; a compressed one, its own."""
+    token = server.token("alice")
+    plain = [wire(server, token, compression=None) for _ in range(3)]
+    with plain[0] as a, plain[1] as b, plain[2] as c, wire(server, token) as deflated, wire(server, token) as other:
+        assert deflated.ws.protocol.extensions and not a.ws.protocol.extensions
+        for w in (a, b, c, deflated):
+            w.subscribe(1, "listTasks", limit=5)
+        other.subscribe("x", "listTasks", limit=5)  # same query, another id: another frame
+        before = hub(server).stats.shared_frames
+        for i in range(3):
+            server.client(token).call("createTask", title=f"shared {i}")
+            expected = [f"shared {j}" for j in range(i, -1, -1)]
+            for w in (a, b, c, deflated):
+                w.until(1, expected)
+            other.until("x", expected)
+        settle(server, a)
+        # Each write: one of the three plain connections builds the frame, two reuse it.
+        assert hub(server).stats.shared_frames - before == 6
+        assert [m["version"] for m in a.seen if m["type"] == "transition"] == [
+            m["version"] for m in deflated.seen if m["type"] == "transition"
+        ]
+
+
 def test_subscriptions_of_a_connection_advance_together(server: TestServer) -> None:
     alice = server.client(server.token("alice"))
     with wire(server, server.token("alice")) as w:

@@ -18,7 +18,7 @@ from nanotypedb.settings import SETTINGS, Setting
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-CLI_COMMANDS = ("serve", "keys create", "keys list", "keys revoke", "token")
+CLI_COMMANDS = ("serve", "keys create", "keys list", "keys revoke", "token", "env create", "env list", "env delete")
 
 
 @cache

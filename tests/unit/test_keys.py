@@ -198,3 +198,24 @@ def test_an_unknown_kind_is_a_bad_request(store: KeyStore) -> None:
 def test_an_empty_environment_is_a_bad_request(store: KeyStore) -> None:
     with pytest.raises(BadRequest):
         store.create("ci", environment="")
+
+
+def test_listing_counting_and_revoking_are_per_environment(store: KeyStore) -> None:
+    dev, _ = store.create("dev-ci")
+    staging, _ = store.create("staging-ci", environment="staging")
+    assert [k.id for k in store.list("dev")] == [dev.id]
+    assert [k.id for k in store.list("staging")] == [staging.id]
+    assert [k.id for k in store.list()] == [dev.id, staging.id]
+    assert store.revoke(dev.id, "staging") is False  # not a key of staging
+    assert store.count_active("dev") == 1
+    assert store.revoke(dev.id, "dev") is True
+    assert (store.count_active("dev"), store.count_active("staging"), store.count_active()) == (0, 1, 1)
+
+
+def test_deleting_an_environments_keys_leaves_the_others(store: KeyStore) -> None:
+    kept, kept_plain = store.create("dev-ci")
+    _, gone_plain = store.create("staging-ci", environment="staging")
+    assert store.delete_environment("staging") == 1
+    assert store.verify(gone_plain) is None
+    verified = store.verify(kept_plain)
+    assert verified is not None and verified.id == kept.id

@@ -338,3 +338,25 @@ def test_a_pem_on_an_unsupported_curve_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError):
         TokenVerifier(SECRET, public_key_pem=pem.decode())
+
+
+def test_a_token_names_its_environment_and_is_refused_by_another() -> None:
+    token = mint_token(SECRET, "alice", environment="staging")
+    assert jwt.decode(token, SECRET, algorithms=["HS256"])["env"] == "staging"
+    assert TokenVerifier(SECRET, environment="staging").verify(token)["sub"] == "alice"
+    assert TokenVerifier(SECRET).verify(token)["sub"] == "alice"  # a verifier of no environment checks none
+    with pytest.raises(InvalidToken) as raised:
+        TokenVerifier(SECRET, environment="dev").verify(token)
+    assert raised.value.details == {"reason": TokenProblem.WRONG_ENVIRONMENT.value}
+
+
+def test_an_hs256_token_without_env_is_a_dev_token() -> None:
+    token = mint_token(SECRET, "alice")
+    assert TokenVerifier(SECRET, environment="dev").verify(token)["sub"] == "alice"
+    with pytest.raises(InvalidToken):
+        TokenVerifier(SECRET, environment="staging").verify(token)
+
+
+def test_env_is_an_argument_not_an_extra_claim() -> None:
+    with pytest.raises(BadRequest):
+        mint_token(SECRET, "alice", extra_claims={"env": "prod"})

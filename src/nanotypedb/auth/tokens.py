@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.exceptions import InvalidSubjectError  # PyJWT >= 2.10; not re-exported by `jwt`
 
 from ..errors import BadRequest, ConfigError, InvalidToken
+from ..storage.environments import DEFAULT_ENVIRONMENT
 
 DEFAULT_TTL = timedelta(hours=1)
 DEFAULT_LEEWAY = timedelta(seconds=30)
@@ -29,11 +30,13 @@ HS256 = "HS256"
 PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
 ACCEPTED_ALGORITHMS = (HS256, *PUBLIC_KEY_ALGORITHMS)
 REQUIRED_CLAIMS = ("exp", "sub")
+ENV_CLAIM = "env"
+"""The environment a token is for; an HS256 token without it is a `dev` token (as every token was before)."""
 
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash output. PyJWT warns below it.
 _MIN_SECRET_BYTES = 32
 # Set by mint_token from its arguments, so extra_claims cannot silently override them.
-_RESERVED_CLAIMS = frozenset({"sub", "iat", "exp", "aud", "iss"})
+_RESERVED_CLAIMS = frozenset({"sub", "iat", "exp", "aud", "iss", ENV_CLAIM})
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
@@ -51,6 +54,7 @@ class TokenProblem(enum.StrEnum):
     WRONG_ISSUER = "wrong_issuer"
     MISSING_CLAIM = "missing_claim"
     INVALID_CLAIM = "invalid_claim"
+    WRONG_ENVIRONMENT = "wrong_environment"
 
 
 def mint_token(
@@ -60,9 +64,11 @@ def mint_token(
     ttl: timedelta = DEFAULT_TTL,
     audience: str | None = None,
     issuer: str | None = None,
+    environment: str | None = None,
     extra_claims: dict[str, Any] | None = None,
 ) -> str:
-    """An HS256 token for `user_id`, signed with the server secret and valid for `ttl`."""
+    """An HS256 token for `user_id`, signed with the server secret and valid for `ttl` (in `environment`:
+    its `env` claim; without it, the token is for `dev`)."""
     _check_secret(secret)
     if not user_id:
         raise BadRequest("The user id is empty: a token needs a non-empty `sub`.")
@@ -73,7 +79,7 @@ def mint_token(
         raise BadRequest(f"extra_claims sets {clash}: pass these as arguments of mint_token.")
     now = datetime.now(UTC)
     claims = {**extra, "sub": user_id, "iat": now, "exp": now + ttl}
-    claims |= {k: v for k, v in (("aud", audience), ("iss", issuer)) if v is not None}
+    claims |= {k: v for k, v in (("aud", audience), ("iss", issuer), (ENV_CLAIM, environment)) if v is not None}
     return jwt.encode(claims, secret, algorithm=HS256)
 
 
@@ -90,6 +96,9 @@ class TokenVerifier:
     Every token needs `exp` and `sub`. When `audience` is set, the token's `aud` must name it;
     when it is not set, a token that carries an `aud` is refused (PyJWT's rule, kept on purpose:
     a token minted for another service must not work here).
+    When `environment` is set, a token whose `env` claim names another environment is refused. The
+    secret is shared by every environment of a data directory, so an HS256 token without `env` counts
+    as a `dev` token; an RS256/ES256 token without one is accepted (its provider is configured per server).
     """
 
     def __init__(
@@ -100,6 +109,7 @@ class TokenVerifier:
         jwks: dict[str, Any] | None = None,
         audience: str | None = None,
         issuer: str | None = None,
+        environment: str | None = None,
         leeway: timedelta = DEFAULT_LEEWAY,
     ) -> None:
         _check_secret(secret)
@@ -109,6 +119,7 @@ class TokenVerifier:
         self._jwks = _load_jwks(jwks) if jwks is not None else {}
         self.audience = audience
         self.issuer = issuer
+        self.environment = environment
         self.leeway = leeway
 
     @classmethod
@@ -119,11 +130,12 @@ class TokenVerifier:
         jwks_path: Path | None = None,
         audience: str | None = None,
         issuer: str | None = None,
+        environment: str | None = None,
     ) -> TokenVerifier:
         """A verifier whose public key comes from a PEM file and/or a JWKS JSON file."""
         pem = _read_text(public_key_path) if public_key_path is not None else None
         jwks = _read_jwks(jwks_path) if jwks_path is not None else None
-        return cls(secret, public_key_pem=pem, jwks=jwks, audience=audience, issuer=issuer)
+        return cls(secret, public_key_pem=pem, jwks=jwks, audience=audience, issuer=issuer, environment=environment)
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, once its signature, expiry, audience and issuer are checked.
@@ -147,7 +159,18 @@ class TokenVerifier:
         claims = self._decode(token, key, str(alg))
         if not claims["sub"]:
             raise _refuse(TokenProblem.MISSING_CLAIM, "The token's `sub` claim is empty.")
+        self._check_environment(claims, str(alg))
         return claims
+
+    def _check_environment(self, claims: dict[str, Any], alg: str) -> None:
+        claimed = claims.get(ENV_CLAIM, DEFAULT_ENVIRONMENT if alg == HS256 else None)
+        if self.environment is None or claimed is None or claimed == self.environment:
+            return
+        message = (
+            f"The token is for another environment than {self.environment!r}, the one this server serves: "
+            f"mint one for it (`nanotypedb token --env {self.environment}`)."
+        )
+        raise _refuse(TokenProblem.WRONG_ENVIRONMENT, message)
 
     def _key_for(self, alg: object, kid: str | None) -> str | PublicKey:
         if alg == HS256:

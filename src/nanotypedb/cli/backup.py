@@ -6,20 +6,34 @@ import shutil
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..service import Paths
 from ..storage.backup import backup_file
-
-# The databases worth keeping, relative to the data directory; the -wal and -shm files are folded in.
-DATABASES = ("system.sqlite3", "env/*/db.sqlite3", "env/*/ai.sqlite3", "env/*/analytics.sqlite3")
+from ..storage.environments import DEFAULT_ENVIRONMENT
 
 
-def run_backup(data_dir: Path, out: Path) -> list[Path]:
-    """Copy each database of `data_dir` (the server may be running) and its secret into `out`, laid out
-    like a data directory; return the files written. `out` is built under a `.partial` name, then renamed."""
+def databases(paths: Paths, environment: str) -> tuple[Path, ...]:
+    """The databases worth keeping: the system database and those of `environment`, where a server of it keeps
+    them (Paths says where, for both); the -wal and -shm files are folded in."""
+    return (
+        paths.system_db,
+        paths.env_db(environment),
+        paths.env_ai(environment),
+        paths.env_analytics(environment),
+    )
+
+
+def run_backup(data_dir: Path, out: Path, environment: str = DEFAULT_ENVIRONMENT) -> list[Path]:
+    """Copy the system database, each database of `environment` (the server may be running) and the secret of
+    `data_dir` into `out`, laid out like a data directory; return the files written. `out` is built under a
+    `.partial` name, then renamed."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not an empty directory: choose a new --out.")
-    sources = sorted({p for pattern in DATABASES for p in data_dir.glob(pattern)})
+    sources = sorted(p for p in databases(Paths(data_dir), environment) if p.is_file())
     if not any(p.name == "db.sqlite3" for p in sources):
-        raise ConfigError(f"{data_dir} holds no environment database (env/*/db.sqlite3): is --data-dir right?")
+        raise ConfigError(
+            f"{data_dir} holds no database of {environment} (env/{environment}/db.sqlite3): is --data-dir right? "
+            "(An environment's database is made when a server first starts.)"
+        )
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     written = []

@@ -15,19 +15,27 @@ from typing import TypeVar
 import click
 
 from ..lib import logs
-from ..service import DEFAULT_ENVIRONMENT, Paths, Service, load_app
+from ..service import Paths, Service, load_app
 from ..settings import Config
 from ..storage import jobs as store
+from ..storage.audit import Act, AuditLog
 from ..storage.engine import Durability, connect
+from .audit import origin
+from .env import environment
 
 log = logging.getLogger("nanotypedb")
 T = TypeVar("T")
 
 
+def queue_path(data_dir: str, env: str) -> Path:
+    """The database of the environment `env`, once it is known to exist."""
+    environment(data_dir, env)
+    return Paths(Path(data_dir)).env_db(env)
+
+
 @contextlib.contextmanager
-def _queue(data_dir: str) -> Iterator[sqlite3.Connection]:
+def _queue(path: Path) -> Iterator[sqlite3.Connection]:
     """The environment's database, for statements on `_jobs` beside a running server (it waits its turn)."""
-    path = Paths(Path(data_dir)).env_db(DEFAULT_ENVIRONMENT)
     if not path.exists():
         raise click.ClickException(f"No database at {path}: start the server once first.")
     conn = connect(path, Durability.FULL)
@@ -43,16 +51,16 @@ def _queue(data_dir: str) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def _in_queue(data_dir: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+def _in_queue(path: Path, fn: Callable[[sqlite3.Connection], T]) -> T:
     try:
-        with _queue(data_dir) as conn:
+        with _queue(path) as conn:
             return fn(conn)
     except sqlite3.OperationalError as exc:
         raise click.ClickException(f"The job queue is not there ({exc}): start the server once first.") from None
 
 
-def list_jobs(data_dir: str, status: str | None, queue: str | None, limit: int, as_json: bool) -> None:
-    jobs, counts = _in_queue(data_dir, lambda c: (store.listing(c, status, queue, limit), store.counts(c)))
+def list_jobs(path: Path, status: str | None, queue: str | None, limit: int, as_json: bool) -> None:
+    jobs, counts = _in_queue(path, lambda c: (store.listing(c, status, queue, limit), store.counts(c)))
     if as_json:
         click.echo(json.dumps({"jobs": [j.to_dict() for j in jobs], "counts": counts}))
         return
@@ -62,14 +70,33 @@ def list_jobs(data_dir: str, status: str | None, queue: str | None, limit: int, 
     click.echo(", ".join(f"{n} {s}" for s, n in counts.items()), err=True)
 
 
-def redrive(data_dir: str, ids: tuple[int, ...], queue: str | None) -> None:
-    count = _in_queue(data_dir, lambda c: store.redrive(c, list(ids) or None, queue))
+def redrive(path: Path, env: str, ids: tuple[int, ...], queue: str | None, audited: bool = True) -> None:
+    def run(conn: sqlite3.Connection) -> int:
+        count = store.redrive(conn, list(ids) or None, queue)
+        after = {"ids": list(ids) or None, "queue": queue, "count": count}
+        _audit(conn, env, audited, "jobs redrive", Act("jobs.redrive", "_jobs", None, None, after))
+        return count
+
+    count = _in_queue(path, run)
     click.echo(f"Re-drove {count} dead job(s).", err=True)
 
 
-def purge(data_dir: str, status: str, queue: str | None) -> None:
-    count = _in_queue(data_dir, lambda c: store.purge(c, status, queue))
+def purge(path: Path, env: str, status: str, queue: str | None, audited: bool = True) -> None:
+    def run(conn: sqlite3.Connection) -> int:
+        count = store.purge(conn, status, queue)
+        after = {"status": status, "queue": queue, "count": count}
+        _audit(conn, env, audited, "jobs purge", Act("jobs.purge", "_jobs", None, None, after))
+        return count
+
+    count = _in_queue(path, run)
     click.echo(f"Purged {count} {status} job(s).", err=True)
+
+
+def _audit(conn: sqlite3.Connection, env: str, audited: bool, command: str, act: Act) -> None:
+    """The act's audit entry in the chain of the environment `env` (whose database `conn` is), in the
+    transaction of the act itself."""
+    if audited:
+        AuditLog(env).append(conn, origin(command), [act])
 
 
 def run_worker(config: Config) -> None:

@@ -78,11 +78,12 @@ class _Server(uvicorn.Server):
 
 
 def _announce(service: Service, config: Config, report: object) -> None:
+    env = service.environment
     if service.first_admin_key:
         click.echo(f"Admin API key (shown once): {service.first_admin_key}", err=True)
     click.echo(
         f"NanoTypeDB serving app {service.app.name!r} on http://{config.host}:{config.port} "
-        f"(data: {config.data_dir}, durability: {config.durability})",
+        f"(environment: {env.name}, {env.type.value}; data: {config.data_dir}, durability: {config.durability})",
         err=True,
     )
     click.echo(ai_choice.describe_choice(config), err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..auth.principal import Principal
@@ -16,6 +17,7 @@ class Caller(Protocol):
 
     embeddings: Any  # the server's Embeddings, or None when it does not embed
     analytics: Any  # the server's analytics Recorder, or None when analytics are off
+    audit_chains: list[tuple[str, Path]]  # the audit chains (name, database file) of this server
 
     async def run(
         self, principal: Principal, kind: FunctionKind, name: str, args: dict[str, Any], request_id: str, client: str

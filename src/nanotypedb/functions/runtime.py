@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..auth.principal import Principal
@@ -24,6 +25,7 @@ from ..lib.ids import request_id as new_request_id
 from ..lib.logs import REQUEST_ID
 from ..lib.ratelimit import Rate, RateLimiter
 from ..protocol import dumps
+from ..storage.audit import Origin
 from ..storage.engine import Failed, SqliteEngine
 from ..storage.reads import ReadSet
 from ..storage.transaction import Transaction
@@ -75,6 +77,8 @@ class Runtime:
         self.jobs: dict[str, JobSpec] = dict(registry.jobs)
         self.embeddings: Any = None  # the server's Embeddings, when it embeds (ctx.search, ctx.embed)
         self.analytics: Any = None  # the server's analytics Recorder, when analytics are on (getAnalytics)
+        # The audit log's chains (name, database file) that verifyAuditLog checks; the service sets them.
+        self.audit_chains: list[tuple[str, Path]] = []
         self.engine = engine
         self.default_rate = default_rate
         self.limiter = limiter or RateLimiter()
@@ -196,7 +200,7 @@ class Runtime:
                 read = await self.engine.read(self._bind(fn, principal, args, request_id))
                 return CallResult(read.value[0], read.version, read.value[1], read.read_set)
             if fn.kind is FunctionKind.MUTATION:
-                write = await self.engine.write(self._bind(fn, principal, args, request_id), alone=alone)
+                write = await self.engine.write(self._bind(fn, principal, args, request_id, client), alone=alone)
                 return CallResult(write.value[0], write.version, write.value[1])
             value = await self._act(fn, principal, args, request_id, client)
             return CallResult(value, self.engine.version, _encode(fn, value))
@@ -213,8 +217,14 @@ class Runtime:
         log.error("function %s failed [%s]", fn.name, request_id, exc_info=exc)
         return InternalError(f"Function {fn.name!r} failed; the server log has the details (request {request_id}).")
 
-    def _bind(self, fn: Function, principal: Principal, args: dict[str, Any], request_id: str) -> Any:
+    def _bind(self, fn: Function, principal: Principal, args: dict[str, Any], request_id: str, client: str = "") -> Any:
+        # Who the audit log names for a mutation's writes (queries, re-run on every commit, write nothing).
+        mutation = fn.kind is FunctionKind.MUTATION
+        origin = Origin(principal.kind.value, principal.id or "", fn.name, request_id, client) if mutation else None
+
         def run(tx: Transaction) -> tuple[Any, bytes]:
+            if origin is not None:
+                tx.origin = origin
             ctx = Ctx(principal, request_id, Db(tx, principal, self.jobs))
             value = _plain(fn.handler(ctx, **args))
             # Encoded inside the transaction: a mutation whose result cannot be sent rolls back.

@@ -30,12 +30,16 @@ def list_jobs(ctx: Ctx, status: Status | None = None, queue: str | None = None, 
 
 def redrive_jobs(ctx: Ctx, ids: list[int] | None = None, queue: str | None = None) -> dict[str, int]:
     """Run dead jobs again (those with these ids, or of this queue, or all), with a fresh count of attempts."""
-    return {"redriven": store.redrive(_conn(ctx), ids, queue)}
+    count = store.redrive(_conn(ctx), ids, queue)
+    ctx.db._tx.act("jobs.redrive", "_jobs", after={"ids": ids, "queue": queue, "count": count})
+    return {"redriven": count}
 
 
 def purge_jobs(ctx: Ctx, status: Status = "dead", queue: str | None = None) -> dict[str, int]:
     """Delete jobs of one status (dead by default), of one queue or all."""
-    return {"purged": store.purge(_conn(ctx), status, queue)}
+    count = store.purge(_conn(ctx), status, queue)
+    ctx.db._tx.act("jobs.purge", "_jobs", after={"status": status, "queue": queue, "count": count})
+    return {"purged": count}
 
 
 def functions() -> list[Function]:

@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 from ..auth.principal import Principal, PrincipalKind
 from ..functions.db import Db
 from ..functions.jobs import JobSpec
+from ..storage.audit import Origin
 from ..storage.engine import SqliteEngine
+from ..storage.transaction import Transaction
 
 T = TypeVar("T")
 # Jobs act for the app itself, not for whoever queued them: like an admin key, past row-level security.
@@ -35,11 +37,16 @@ class JobCtx:
 
     async def write(self, fn: Callable[[Db], T]) -> T:
         """Run `fn(db)` in a write transaction; `db.enqueue` queues follow-up jobs atomically with it."""
-        return (await self._engine.write(lambda tx: fn(Db(tx, SYSTEM, self._jobs)))).value
+        return (await self._engine.write(lambda tx: fn(self._db(tx)))).value
 
     def write_sync(self, fn: Callable[[Db], T]) -> T:
         """`write` for a plain `def` handler, which runs in a worker thread."""
-        return self._engine.write_sync(lambda tx: fn(Db(tx, SYSTEM, self._jobs))).value
+        return self._engine.write_sync(lambda tx: fn(self._db(tx))).value
+
+    def _db(self, tx: Transaction) -> Db:
+        # The audit log names the system as the actor, the handler as the function, the job as the request.
+        tx.origin = Origin("system", SYSTEM.id or "jobs", self.queue, f"job-{self.job_id}-{self.attempt}")
+        return Db(tx, SYSTEM, self._jobs)
 
     async def read(self, fn: Callable[[Db], T]) -> T:
         return (await self._engine.read(lambda tx: fn(Db(tx, SYSTEM, self._jobs)))).value

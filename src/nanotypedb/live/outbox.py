@@ -18,8 +18,40 @@ log = logging.getLogger(__name__)
 INLINE_ROOM = 32 * 1024
 
 
+# Staged for a subscription: its head (`{"id":…,`) and its query's body, which every
+# subscriber of the query shares; joined only when the frame is built.
+Entry = tuple[bytes, bytes]
+
+
+class Shared:
+    """Wire frames built in one delivery round, by what they say: connections due the same
+    transition get the same bytes, built and framed once (see DirectWriter.shares_frames)."""
+
+    __slots__ = ("frames", "hits")
+
+    def __init__(self) -> None:
+        self.frames: dict[tuple[Any, ...], bytes] = {}
+        self.hits = 0  # frames written that an earlier connection of the round had built
+
+
 class Transport(Protocol):
     def get_write_buffer_size(self) -> int: ...
+
+
+class DirectWriter(Protocol):
+    """A synchronous send of text frames that the server may offer (server/ws.py)."""
+
+    def write(self, frame: bytes) -> bool:
+        """Frame `frame` and write it; False when the connection cannot take it now."""
+
+    def shares_frames(self) -> bool:
+        """Whether this connection's wire bytes for a text are the same as any other's (no extension)."""
+
+    def encode(self, frame: bytes) -> bytes:
+        """The wire bytes of `frame` as one text frame."""
+
+    def write_wire(self, wire: bytes) -> bool:
+        """Write bytes from `encode`; False when the connection cannot take them now."""
 
 
 class Outbox:
@@ -34,7 +66,7 @@ class Outbox:
         self,
         send: Callable[[bytes], Awaitable[None]],
         transport: Transport | None = None,
-        write: Callable[[bytes], bool] | None = None,
+        write: DirectWriter | None = None,
     ) -> None:
         self.subs: dict[Any, LiveQuery] = {}  # subscription id → its live query
         self.sent_version = -1
@@ -45,13 +77,14 @@ class Outbox:
         self._send = send
         self._transport = transport
         self._write = write  # a synchronous send, when the server offers one; False: use `send`
-        self._pending: dict[Any, bytes] = {}
+        self._pending: dict[Any, Entry] = {}
         self._heads: dict[Any, bytes] = {}
         self._version = -1
         self._busy = False  # a frame is on its way; it will look for more when it is sent
 
-    def stage(self, sub_id: Any, entry: bytes) -> None:
-        self._pending[sub_id] = entry
+    def stage(self, sub_id: Any, body: bytes) -> None:
+        """Stage a result (`"data":…,"reads":…` or `"error":…`) for subscription `sub_id`."""
+        self._pending[sub_id] = (self.entry_head(sub_id), body)
 
     def forget(self, sub_id: Any) -> None:
         self._pending.pop(sub_id, None)
@@ -72,14 +105,27 @@ class Outbox:
     def backlog(self) -> int:
         return len(self._pending)
 
-    def write_now(self) -> bool:
+    def write_now(self, shared: Shared | None = None) -> bool:
         """Send what is due at once, with no await, when the socket has room and the server allows it.
-        True when nothing is left to send here."""
+        True when nothing is left to send here. Connections of one round that are due the same
+        transition share its wire bytes through `shared`: the text is built and framed once."""
         if self._busy or self.closed or not self._due():
             return True
-        if self._write is None or not self._has_room():
+        writer = self._write
+        if writer is None or not self._has_room():
             return False
-        if not self._write(self._frame()):
+        if shared is not None and writer.shares_frames():
+            # Heads are equal bytes and bodies the same object: the key hashes and compares cheaply.
+            key = (self._version, *self._pending.values())
+            wire = shared.frames.get(key)
+            if wire is None:
+                wire = shared.frames[key] = writer.encode(self._frame())
+            else:
+                shared.hits += 1
+            written = writer.write_wire(wire)
+        else:
+            written = writer.write(self._frame())
+        if not written:
             return False
         self._sent()
         return True
@@ -121,7 +167,7 @@ class Outbox:
         await self._send(frame)
 
     def _frame(self) -> bytes:
-        entries = b",".join(self._pending.values())
+        entries = b",".join([head + body + b"}" for head, body in self._pending.values()])
         return b'{"type":"transition","version":%d,"updates":[%s]}' % (self._version, entries)
 
     def _sent(self) -> None:

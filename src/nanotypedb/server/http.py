@@ -88,7 +88,8 @@ async def readyz(request: Request) -> Response:
     waiting = sorted(name for name, ok in checks.items() if not ok)
     if waiting:
         raise ServiceUnavailable(f"Not ready: {', '.join(waiting)}.", details={"checks": checks})
-    return json_response({"status": "ready", "checks": checks, "version": service.engine.version})
+    body = {"status": "ready", "environment": service.environment.name, "checks": checks}
+    return json_response({**body, "version": service.engine.version})
 
 
 # The browser client ships inside the package (src/nanotypedb/web/), so a wheel serves it too.

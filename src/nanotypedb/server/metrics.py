@@ -78,6 +78,11 @@ class _ServiceCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         s = self.service
+        info = GaugeMetricFamily(
+            "nanotypedb_environment_info", "The environment this server serves (always 1).", labels=("name", "type")
+        )
+        info.add_metric((s.environment.name, s.environment.type.value), 1)
+        yield info
         yield _counter("nanotypedb_commits", "Mutations committed (versions made).", s.engine.stats.mutations)
         yield _counter(
             "nanotypedb_group_commits", "Write transactions committed (each one fsync).", s.engine.stats.group_commits

@@ -70,6 +70,13 @@ def openapi(app: App, functions: Iterable[Function] | None = None) -> dict[str, 
     paths: dict[str, Any] = {f"/api/rpc/{fn.name}": _function_path(fn, schemas) for fn in listed}
     paths["/api/functions"] = {"get": {"summary": "List functions", "responses": {"200": {"description": "Functions"}}}}
     paths["/openapi.json"] = {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}}
+    paths["/api/audit/export"] = {
+        "get": {
+            "summary": "Download the audit log, streamed (admin keys): format=csv|json|ndjson, since, until, actor, "
+            "table",
+            "responses": {"200": {"description": "The entries, oldest first"}},
+        }
+    }
     paths["/healthz"] = {"get": {"summary": "Process is up", "responses": {"200": {"description": "ok"}}}}
     paths["/ws"] = {
         "get": {

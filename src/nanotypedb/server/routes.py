@@ -14,7 +14,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from ..errors import MethodNotAllowed, NanoTypeDBError, NotFound
 from ..service import Service
-from . import http, metrics
+from . import audit, http, metrics
 from .middleware import RequestIdMiddleware
 from .responses import as_public_error, error_response, request_id
 from .ws import WebSocketFirst, websocket_endpoint
@@ -47,6 +47,7 @@ def _answered(endpoint: Endpoint) -> Endpoint:
 ROUTES = [
     Route("/api/rpc/{name}", _answered(http.rpc), methods=["POST"]),
     Route("/api/functions", _answered(http.functions), methods=["GET"]),
+    Route("/api/audit/export", _answered(audit.export_download), methods=["GET"]),
     Route("/openapi.json", _answered(http.openapi_json), methods=["GET"]),
     Route("/healthz", _answered(http.healthz), methods=["GET"]),
     Route("/readyz", _answered(http.readyz), methods=["GET"]),

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from .. import protocol
 from ..auth.principal import ANONYMOUS, Principal
@@ -290,7 +291,7 @@ class Session:
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-def direct_writer(send: Send) -> Callable[[bytes], bool] | None:
+def direct_writer(send: Send) -> DirectWriter | None:
     """A synchronous text-frame send through uvicorn's sans-I/O WebSocket protocol, when `send` is its.
 
     A live result goes to every subscriber of a commit: the ASGI path costs a coroutine
@@ -304,19 +305,49 @@ def direct_writer(send: Send) -> Callable[[bytes], bool] | None:
     if (
         conn is None
         or transport is None
-        or not hasattr(conn, "send_text")
+        or not all(hasattr(conn, a) for a in ("send_text", "data_to_send", "extensions", "state"))
         or not all(hasattr(proto, a) for a in needed)
     ):
         return None
+    return DirectWriter(proto, conn, transport)
 
-    def write(frame: bytes) -> bool:
-        if not proto.handshake_complete or proto.close_sent or proto.disconnected or transport.is_closing():
+
+class DirectWriter:
+    """Writes text frames to one uvicorn connection with no await (see `direct_writer`)."""
+
+    __slots__ = ("conn", "proto", "transport")
+
+    def __init__(self, proto: Any, conn: Any, transport: Any) -> None:
+        self.proto, self.conn, self.transport = proto, conn, transport
+
+    def _open(self) -> bool:
+        p = self.proto
+        return p.handshake_complete and not p.close_sent and not p.disconnected and not self.transport.is_closing()
+
+    def write(self, frame: bytes) -> bool:
+        if not self._open():
             return False
-        conn.send_text(frame)
-        transport.write(b"".join(conn.data_to_send()))
+        self.conn.send_text(frame)
+        self.transport.write(b"".join(self.conn.data_to_send()))
         return True
 
-    return write
+    def shares_frames(self) -> bool:
+        # A server's frames are not masked: with no extension (compression) to change them,
+        # the same text is the same bytes on every connection, as websockets.broadcast relies on.
+        conn = self.conn
+        return not conn.extensions and conn.state is State.OPEN and not conn.expect_continuation_frame
+
+    def encode(self, frame: bytes) -> bytes:
+        return Frame(Opcode.TEXT, frame).serialize(mask=False, extensions=[])
+
+    def write_wire(self, wire: bytes) -> bool:
+        if not self._open():
+            return False
+        pending = self.conn.data_to_send()  # anything the protocol queued goes first
+        if pending:
+            self.transport.write(b"".join(pending))
+        self.transport.write(wire)
+        return True
 
 
 class WebSocketEndpoint:

@@ -2,10 +2,11 @@
 
 Writes: mutations queue up; one writer task takes every mutation waiting, opens one
 `BEGIN IMMEDIATE` transaction, runs each in a SAVEPOINT of its own (a mutation that
-raises is rolled back alone), gives each success the next version number, and commits
-once, so under load many mutations share one fsync. At durability `full` the COMMIT
-(the fsync) runs on a commit thread, and the event loop keeps parsing requests, which
-form the next batch meanwhile.
+raises is rolled back alone), gives each success the next version number, writes the
+audit entries of the successes' changes (storage/audit.py), and commits once, so under
+load many mutations share one fsync. At durability `full` the COMMIT (the fsync) runs on
+a commit thread, and the event loop keeps parsing requests, which form the next batch
+meanwhile.
 
 Why the bodies run on the event loop thread rather than a writer thread: on the 2-core
 machines we measure on, handing every mutation to a thread and back cost 20-80 % of
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from ..errors import InternalError, ServiceUnavailable
+from .audit import AuditLog
 from .migrations import Migration, apply_migrations
 from .reads import ReadSet
 from .schema import TableSchema
@@ -167,8 +169,10 @@ class SqliteEngine:
         *,
         durability: Durability = Durability.FULL,
         max_batch: int = 256,
+        audit: AuditLog | None = None,
     ) -> None:
         self.path = path
+        self.audit = audit  # None: no audit trail (the `audit` setting is off)
         self.durability = durability
         self.max_batch = max_batch
         self.tables: dict[str, TableSchema] = {}
@@ -206,13 +210,9 @@ class SqliteEngine:
         additive schema changes."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = connect(self.path, self.durability)
+        tables = list(tables)
         try:
-            self._init_meta(conn)
-            for ddl in system:
-                conn.execute(ddl)
-            ran = apply_migrations(conn, migrations)
-            tables = list(tables)
-            report = sync_schema(conn, tables)
+            ran, report = _prepare(conn, tables, migrations, system, self.audit)
         except BaseException:
             conn.close()
             raise
@@ -222,10 +222,6 @@ class SqliteEngine:
         if self.durability is Durability.FULL:
             self._committer = _Committer()
         return OpenReport(ran, report)
-
-    def _init_meta(self, conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value)")
-        conn.execute("INSERT OR IGNORE INTO _meta (key, value) VALUES ('version', 0)")
 
     def on_commit(self, listener: Callable[[list[Commit]], None]) -> None:
         """Call `listener` after each group commit, with its commits in version order.
@@ -314,23 +310,39 @@ class SqliteEngine:
         self._after_commit(jobs, commits)
 
     def _run_bodies(self, jobs: list[_Job]) -> list[Commit]:
-        """BEGIN, run every mutation in order, record the new version; the caller commits."""
+        """BEGIN, run every mutation in order, write their audit entries, record the new version;
+        the caller commits."""
         conn = self._conn
         assert conn is not None
         commits: list[Commit] = []
+        audited: list[Transaction] = []  # the transactions of the mutations that succeeded, with changes
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = self._catch_up(conn, commits)
             for job in jobs:
-                version = self._run_job(conn, job, version, commits, solo=len(jobs) == 1)
+                version = self._run_job(conn, job, version, commits, audited, solo=len(jobs) == 1)
+            if audited and self.audit is not None:
+                # Once per batch, in its transaction: what commits has its entries, and a mutation
+                # rolled back to its savepoint never made it into `audited`.
+                self.audit.append_many(conn, [(tx.origin, [*tx.changes, *tx.acts]) for tx in audited])
             if commits:
                 conn.execute("UPDATE _meta SET value = ? WHERE key = 'version'", (version,))
-        except sqlite3.Error as exc:
+        except Exception as exc:
+            # Not only sqlite3.Error: an audit entry that cannot be written fails the batch too,
+            # so that no change commits without its entry.
             self._fail(jobs, exc)
             return []
         return commits
 
-    def _run_job(self, conn: sqlite3.Connection, job: _Job, version: int, commits: list[Commit], solo: bool) -> int:
+    def _run_job(
+        self,
+        conn: sqlite3.Connection,
+        job: _Job,
+        version: int,
+        commits: list[Commit],
+        audited: list[Transaction],
+        solo: bool,
+    ) -> int:
         # A mutation alone in its batch needs no savepoint: rolling back the transaction undoes it.
         if not solo:
             conn.execute("SAVEPOINT mutation")
@@ -345,6 +357,8 @@ class SqliteEngine:
             return version
         if not solo:
             conn.execute("RELEASE mutation")
+        if tx.changes or tx.acts:
+            audited.append(tx)
         if not job.versioned:
             job.outcome = WriteResult(value, version, tx.changes)
             return version
@@ -389,7 +403,7 @@ class SqliteEngine:
         if commits:
             self._version = commits[-1].version
 
-    def _fail(self, jobs: list[_Job], exc: sqlite3.Error) -> None:
+    def _fail(self, jobs: list[_Job], exc: Exception) -> None:
         """A failed BEGIN or COMMIT loses the whole batch: roll back, and tell every caller."""
         log.error("group commit failed", exc_info=exc)
         conn = self._conn
@@ -525,3 +539,37 @@ class SqliteEngine:
 def _fail_future(fut: asyncio.Future[Any], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
+
+
+def _prepare(
+    conn: sqlite3.Connection,
+    tables: list[TableSchema],
+    migrations: Iterable[Migration],
+    system: Iterable[str],
+    audit: AuditLog | None,
+) -> tuple[list[Migration], SyncReport]:
+    """What every open does to a file: `_meta`, the system tables, the pending migrations (each with its
+    entry in this file's audit chain, when `audit` is given), the additive schema."""
+    conn.execute("CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value)")
+    conn.execute("INSERT OR IGNORE INTO _meta (key, value) VALUES ('version', 0)")
+    for ddl in system:
+        conn.execute(ddl)
+    return apply_migrations(conn, migrations, audit), sync_schema(conn, tables)
+
+
+def migrate(
+    path: Path,
+    tables: Iterable[TableSchema] = (),
+    migrations: Iterable[Migration] = (),
+    system: Iterable[str] = (),
+    audit: AuditLog | None = None,
+) -> OpenReport:
+    """Bring the database at `path` up to date as `SqliteEngine.open` would, without keeping it open: start-up
+    does this to every environment besides its own, whose server (if one runs) may be using the file.
+    `audit`: the log of that file's environment, so that its migrations are recorded in its own chain."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(path, Durability.FULL)
+    try:
+        return OpenReport(*_prepare(conn, list(tables), migrations, system, audit))
+    finally:
+        conn.close()

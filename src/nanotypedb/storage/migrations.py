@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..errors import ConfigError, MigrationError
+from .audit import Act, AuditLog, Origin
 
 MigrationFn = Callable[[sqlite3.Connection], None]
 
@@ -68,8 +69,11 @@ def applied(conn: sqlite3.Connection) -> dict[int, str]:
     return dict(conn.execute("SELECT number, checksum FROM _migrations").fetchall())
 
 
-def apply_migrations(conn: sqlite3.Connection, migrations: Iterable[Migration]) -> list[Migration]:
-    """Apply the pending migrations in order, each in its own transaction; returns those applied."""
+def apply_migrations(
+    conn: sqlite3.Connection, migrations: Iterable[Migration], audit: AuditLog | None = None
+) -> list[Migration]:
+    """Apply the pending migrations in order, each in its own transaction (with its audit entry);
+    returns those applied."""
     done = applied(conn)
     ran = []
     for migration in check_sequence(migrations):
@@ -82,20 +86,31 @@ def apply_migrations(conn: sqlite3.Connection, migrations: Iterable[Migration]) 
                     "original text and add a new numbered migration for the change."
                 )
             continue
-        _apply_one(conn, migration)
-        ran.append(migration)
+        if _apply_one(conn, migration, audit):
+            ran.append(migration)
     return ran
 
 
-def _apply_one(conn: sqlite3.Connection, migration: Migration) -> None:
+def _apply_one(conn: sqlite3.Connection, migration: Migration, audit: AuditLog | None) -> bool:
+    """Apply one migration, with its audit entry; False (and no entry) when another process applied it first."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        # Asked again under the write lock: servers of two environments starting at once both bring
+        # every environment's database up to date, and only one of them may run each migration.
+        if conn.execute("SELECT 1 FROM _migrations WHERE number = ?", (migration.number,)).fetchone():
+            conn.execute("ROLLBACK")
+            return False
         migration.run(conn)
         conn.execute(
             "INSERT INTO _migrations (number, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
             (migration.number, migration.name, migration.checksum, _now()),
         )
+        if audit is not None:
+            done = {"number": migration.number, "name": migration.name, "checksum": migration.checksum}
+            act = Act("migration.apply", "_migrations", migration.number, None, done)
+            audit.append(conn, Origin("system", "server", f"migration {migration.number}"), [act])
         conn.execute("COMMIT")
+        return True
     except Exception as exc:
         # Not only sqlite3.Error: a function migration can fail with any exception of its own,
         # and start-up must still stop with MigrationError, not a bare traceback.

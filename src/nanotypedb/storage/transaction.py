@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from ..errors import Forbidden, NotFound
 from . import jobs
+from .audit import UNKNOWN, Act, Origin
 from .query import Condition, Select
 from .reads import ReadSet
 from .schema import TableSchema, quote
@@ -38,6 +39,12 @@ class Transaction:
         self.read_set = ReadSet()
         self.changes: list[Change] = []
         self.enqueued = 0  # jobs written in this transaction (the commit wakes the workers)
+        self.origin: Origin = UNKNOWN  # who writes: the audit log's actor, function, request and client
+        self.acts: list[Act] = []  # administrative acts to audit beside the row changes
+
+    def act(self, action: str, table: str | None, row_id: Any = None, after: Mapping[str, Any] | None = None) -> None:
+        """Record an administrative act (a re-drive, a purge) for the audit log of this transaction."""
+        self.acts.append(Act(action, table, row_id, None, after))
 
     def table(self, name: str) -> TableSchema:
         schema = self.tables.get(name)
