@@ -168,3 +168,71 @@ def test_audit_commands_need_a_database(tmp_path: Path) -> None:
     for args in (["audit", "verify"], ["audit", "export"]):
         result = run_cli(*args, "--data-dir", tmp_path / "nothing")
         assert result.returncode != 0 and "start the server once first" in result.stderr
+
+
+# -- environments -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_environments(launcher: Launcher, tmp_path: Path) -> tuple[ServerProcess, Path]:
+    """A dev server on a data directory with a staging environment too (its start-up made staging's database)."""
+    data_dir = tmp_path / "data"
+    created = run_cli("env", "create", "staging", "--type", "staging", "--data-dir", data_dir)
+    assert created.returncode == 0, created.stderr
+    return launcher.serve(data_dir, "--embedding-provider", "none"), data_dir
+
+
+def test_the_cli_acts_of_an_environment_name_it_and_land_in_its_chain(
+    two_environments: tuple[ServerProcess, Path],
+) -> None:
+    _, data_dir = two_environments
+    staging_db = data_dir / "env" / "staging" / "db.sqlite3"
+    created = run_cli("keys", "create", "ci", "--env", "staging", "--data-dir", data_dir)
+    assert created.returncode == 0, created.stderr
+    key_id = created.stderr.split()[2]
+    assert run_cli("keys", "revoke", key_id, "--env", "staging", "--data-dir", data_dir).returncode == 0
+    assert run_cli("jobs", "redrive", "--env", "staging", "--data-dir", data_dir).returncode == 0
+    assert run_cli("jobs", "purge", "--yes", "--env", "staging", "--data-dir", data_dir).returncode == 0
+    keys = [(e["action"], e["environment"]) for e in rows(data_dir / "system.sqlite3") if e["row_id"] == key_id]
+    assert keys == [("key.create", "staging"), ("key.revoke", "staging")]
+    jobs = [(e["action"], e["environment"], e["actor_kind"]) for e in rows(staging_db) if e["table"] == "_jobs"]
+    assert jobs == [("jobs.redrive", "staging", "cli"), ("jobs.purge", "staging", "cli")]
+    assert [e for e in rows(env_db(data_dir)) if e["table"] == "_jobs"] == []  # dev's chain has none of them
+    exported = run_cli("audit", "export", "--format", "ndjson", "--env", "staging", "--data-dir", data_dir)
+    assert exported.returncode == 0, exported.stderr
+    lines = [json.loads(line) for line in io.StringIO(exported.stdout)]
+    assert {e["environment"] for e in lines} == {"staging"}
+    assert [e["action"] for e in lines if e["table"] == "_jobs"] == ["jobs.redrive", "jobs.purge"]
+
+
+def test_verify_checks_every_registered_environment_and_no_deleted_one(
+    two_environments: tuple[ServerProcess, Path],
+) -> None:
+    _, data_dir = two_environments
+    code, report = verify_json(data_dir)
+    assert code == 0 and [c["chain"] for c in report["chains"]] == ["env:dev", "env:staging", "system"]
+    assert chain(report, "env:staging")["entries"] >= 1  # the demo's migrations, applied by dev's start-up
+    execute(data_dir / "env" / "staging" / "db.sqlite3", "UPDATE _audit SET client = 'x' WHERE seq = 1")
+    code, report = verify_json(data_dir)
+    assert code == 1 and chain(report, "env:dev")["ok"] and not chain(report, "env:staging")["ok"]
+    deleted = run_cli("env", "delete", "staging", "--yes", "--data-dir", data_dir)
+    assert deleted.returncode == 0, deleted.stderr
+    code, report = verify_json(data_dir)
+    assert code == 0 and [c["chain"] for c in report["chains"]] == ["env:dev", "system"]
+
+
+def test_creating_and_deleting_an_environment_are_audited_as_the_cli(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    assert run_cli("env", "create", "qa", "--data-dir", data_dir).returncode == 0
+    assert run_cli("keys", "create", "ci", "--env", "qa", "--data-dir", data_dir).returncode == 0
+    assert run_cli("env", "delete", "qa", "--yes", "--data-dir", data_dir).returncode == 0
+    assert run_cli("env", "create", "off", "--audit", "off", "--data-dir", data_dir).returncode == 0
+    acts = [(e["action"], e["environment"], e["actor_kind"], e["function"]) for e in rows(data_dir / "system.sqlite3")]
+    assert acts == [
+        ("env.create", "qa", "cli", "nanotypedb env create"),
+        ("key.create", "qa", "cli", "nanotypedb keys create"),
+        ("env.delete", "qa", "cli", "nanotypedb env delete"),
+        ("key.delete", "qa", "cli", "nanotypedb env delete"),
+    ]
+    code, report = verify_json(data_dir)
+    assert code == 0 and chain(report, "system")["entries"] == 4

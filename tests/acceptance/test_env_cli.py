@@ -145,6 +145,7 @@ def test_dev_cannot_be_deleted_nor_an_unknown_environment(tmp_path: Path) -> Non
         ["jobs", "redrive"],
         ["jobs", "purge", "--yes"],
         ["backup", "--out", "copy"],
+        ["audit", "export"],
     ],
     ids=lambda args: " ".join(args[:2]),
 )
