@@ -28,6 +28,7 @@ from _jobs_queue import admin_key
 from _load import measure
 from _procs import Server, mint_token, nanotypedb_available, spawn_nanotypedb
 from _report import machine, save, table
+from live import memory_kib
 from rpc import create_over_ws, open_clients
 
 RESULTS = Path(__file__).resolve().parent / "results" / "audit.json"
@@ -130,15 +131,6 @@ def fill_audit_log(data_dir: Path, entries: int) -> float:
     finally:
         conn.close()
     return time.perf_counter() - t0
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    fields: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            fields[name] = int(rest.split()[0])
-    return fields
 
 
 async def export(workdir: Path, entries: int) -> dict[str, Any]:

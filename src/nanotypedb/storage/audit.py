@@ -50,25 +50,6 @@ DDL = [
     f"INSERT OR IGNORE INTO _meta (key, value) VALUES ('audit_head', '0 {GENESIS}')",
 ]
 
-# The hashed fields, in the order of the canonical JSON array; then prev_hash and hash.
-HASHED = ", ".join(
-    [
-        "seq",
-        "time",
-        "environment",
-        "actor_kind",
-        "actor_id",
-        "function",
-        "table_name",
-        "row_id",
-        "action",
-        "before",
-        "after",
-        "request_id",
-        "client",
-    ]
-)
-COLUMNS = f"{HASHED}, prev_hash, hash"
 FIELDS = (
     "seq",
     "time",
@@ -86,6 +67,9 @@ FIELDS = (
     "prev_hash",
     "hash",
 )
+# The hashed fields, in the order of the canonical JSON array (all but prev_hash and hash), as columns.
+HASHED = ", ".join("table_name" if f == "table" else f for f in FIELDS[:-2])
+COLUMNS = f"{HASHED}, prev_hash, hash"
 HEAD = "SELECT value FROM _meta WHERE key = 'audit_head'"
 _SET_HEAD = "UPDATE _meta SET value = ? WHERE key = 'audit_head'"
 _INSERT = f"INSERT INTO _audit ({COLUMNS}) VALUES ({', '.join('?' * len(FIELDS))})"
