@@ -264,6 +264,28 @@ def test_a_mutations_reply_comes_before_the_transition_that_holds_it(server: Tes
                 assert titles <= {f"t{i}" for i in range(30)}
 
 
+def test_a_connection_is_held_back_only_until_its_own_reply_and_never_by_a_failed_write(server: TestServer) -> None:
+    with wire(server, server.token("alice")) as writer, wire(server, server.token("alice")) as watcher:
+        writer.subscribe(1, "listTasks")
+        watcher.subscribe(1, "listTasks")
+        start = len(writer.seen)
+        writer.send(type="rpc", id="bad", name="createTask", args={})  # refused: no title
+        writer.send(type="rpc", id="good", name="createTask", args={"title": "held"})
+        writer.send(type="rpc", id="worse", name="createTask", args={"title": 7})
+        order = [(m["type"], m.get("id")) for m in (writer.recv() for _ in range(4))]
+        good = next(m for m in writer.seen[start:] if m.get("id") == "good")
+        transition = next(m for m in writer.seen[start:] if m["type"] == "transition")
+        # The reply first, then the transition that holds its row; the refusals hold nothing.
+        assert order.index(("result", "good")) < order.index(("transition", None))
+        assert transition["version"] >= good["version"]
+        assert [t["title"] for t in transition["updates"][0]["data"]] == ["held"]
+        assert {("error", "bad"), ("error", "worse")} <= set(order)
+        # Another connection subscribed to the same query is not held by the writer's reply.
+        assert [t["title"] for t in watcher.entry(1)["data"]] == ["held"]
+        assert writer.quiet() == [] and watcher.quiet() == []
+    assert not hub(server)._replying  # every request it waited on was settled
+
+
 def test_a_write_that_changes_no_result_is_still_acknowledged(server: TestServer) -> None:
     with wire(server, server.token("alice")) as w:
         w.subscribe(1, "countTasks", status="completed")

@@ -3,7 +3,9 @@
 Commits are handled in cycles. A cycle re-runs every live query that a commit since the
 last cycle could have changed, all in one read snapshot, and sends each connection one
 transition at that snapshot's version: so all of a connection's subscriptions advance
-together, and none ever goes back.
+together, and none ever goes back. A commit made on the event loop starts its cycle at
+once, before the mutation's reply: only the connections waiting for a reply of that commit
+are held back until it has gone out.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -79,6 +82,7 @@ class Hub:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._outgoing: set[Outbox] = set()
+        self._replying: dict[str, Outbox] = {}  # request id of a mutation in flight → its connection
         self._deliverer: asyncio.Task[None] | None = None
         runtime.engine.on_commit(self._on_commit)
 
@@ -131,15 +135,26 @@ class Hub:
         outbox.closed = True
         self._acks.pop(outbox, None)
 
-    def ack(self, outbox: Outbox, version: int) -> None:
-        """The connection was told of a commit at `version`: make sure a transition at ≥ it follows."""
-        if not outbox.subs or version <= outbox.sent_version:
+    def expect_reply(self, outbox: Outbox, request_id: str) -> None:
+        """A mutation of this connection is on its way: once it commits, hold the connection's
+        transitions until `replied`, so the client hears of its write before seeing it."""
+        self._replying[request_id] = outbox
+
+    def replied(self, outbox: Outbox, request_id: str, version: int | None) -> None:
+        """A call's reply went out, telling of a commit at `version` (None: it failed): release
+        what its commit held, and make sure a transition at ≥ `version` follows."""
+        self._replying.pop(request_id, None)
+        outbox.holds.discard(request_id)
+        if outbox.holds or not outbox.subs:
             return
-        if version <= self.processed and not self._dirty:
+        if version is not None and version > outbox.sent_version:
+            if version > self.processed or self._dirty:
+                self._acks[outbox] = max(self._acks.get(outbox, 0), version)
+                self._wake.set()
+                return
+            outbox.advance(self.processed)
+        if not outbox.write_now():
             self._send(outbox, self.processed)
-            return
-        self._acks[outbox] = max(self._acks.get(outbox, 0), version)
-        self._wake.set()
 
     def _retire(self, lq: LiveQuery) -> None:
         del self.queries[lq.key]
@@ -171,6 +186,9 @@ class Hub:
 
     def _mark(self, commits: list[Commit]) -> None:
         for commit in commits:
+            waiting = self._replying.get(commit.info.get("request", ""))
+            if waiting is not None:
+                waiting.holds.add(commit.info["request"])
             if commit.info.get("external"):  # another process wrote: what changed is unknown
                 self._dirty.update(self.queries.values())
                 continue
@@ -182,19 +200,21 @@ class Hub:
                     if lq.read_set.affected_by(change.table, change.before, change.after):
                         self._dirty.add(lq)
         self._seen = max(self._seen, commits[-1].version)
-        self._wake.set()
+        # At once rather than from the task: the floor a fan-out is measured against sends
+        # before it replies, and so does this (the writers' own connections are held).
+        self._cycle_safely()
 
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            # Let the replies of mutations that just committed go out first: a client hears
-            # of its own write before the transition that includes it.
-            await asyncio.sleep(0)
-            try:
-                self._cycle()
-            except Exception:
-                log.exception("live query cycle failed")
+            self._cycle_safely()
+
+    def _cycle_safely(self) -> None:
+        try:
+            self._cycle()
+        except Exception:
+            log.exception("live query cycle failed")
 
     def _cycle(self) -> None:
         runs = list(self._dirty | self._fresh.keys())
@@ -225,8 +245,7 @@ class Hub:
         # connections due the same transition share its frame.
         shared = Shared()
         for outbox in touched:
-            outbox.advance(version)
-            if not outbox.write_now(shared):
+            if not outbox.write_now(shared, version):
                 self._send(outbox, version)
         self.stats.shared_frames += shared.hits
         self.processed = version
@@ -253,8 +272,9 @@ class Hub:
     def _stage(self, body: bytes, targets: Iterable[Subscriber]) -> list[Outbox]:
         """Stage one result for each subscriber whose connection may still receive it."""
         staged = []
+        now = time.time()
         for outbox, sub_id in targets:
-            if outbox.lapsed():
+            if outbox.lapses_at <= now and outbox.lapsed():
                 continue
             outbox.stage(sub_id, body)
             staged.append(outbox)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,7 +26,7 @@ Entry = tuple[bytes, bytes]
 
 class Shared:
     """Wire frames built in one delivery round, by what they say: connections due the same
-    transition get the same bytes, built and framed once (see DirectWriter.shares_frames)."""
+    transition get the same bytes, built and framed once (see DirectWriter.plain)."""
 
     __slots__ = ("frames", "hits")
 
@@ -41,11 +42,12 @@ class Transport(Protocol):
 class DirectWriter(Protocol):
     """A synchronous send of text frames that the server may offer (server/ws.py)."""
 
+    # Whether this connection's wire bytes for a text are the same as any other's (no
+    # extension); None until its first frame is written.
+    plain: bool | None
+
     def write(self, frame: bytes) -> bool:
         """Frame `frame` and write it; False when the connection cannot take it now."""
-
-    def shares_frames(self) -> bool:
-        """Whether this connection's wire bytes for a text are the same as any other's (no extension)."""
 
     def encode(self, frame: bytes) -> bytes:
         """The wire bytes of `frame` as one text frame."""
@@ -72,8 +74,13 @@ class Outbox:
         self.sent_version = -1
         self.frames_sent = 0
         self.closed = False
-        # Set by the connection: whether its credentials lapsed (then it is sent nothing more as that caller).
+        # Request ids of this connection's mutations that committed but whose replies have not
+        # gone out: while any is here, nothing is sent, so the reply comes before its transition.
+        self.holds: set[str] = set()
+        # Set by the connection: whether its credentials lapsed (then it is sent nothing more as
+        # that caller), to be asked from the time `lapses_at` on.
         self.lapsed: Callable[[], bool] = lambda: False
+        self.lapses_at = math.inf
         self._send = send
         self._transport = transport
         self._write = write  # a synchronous send, when the server offers one; False: use `send`
@@ -84,7 +91,7 @@ class Outbox:
 
     def stage(self, sub_id: Any, body: bytes) -> None:
         """Stage a result (`"data":…,"reads":…` or `"error":…`) for subscription `sub_id`."""
-        self._pending[sub_id] = (self.entry_head(sub_id), body)
+        self._pending[sub_id] = (self._heads.get(sub_id) or self.entry_head(sub_id), body)
 
     def forget(self, sub_id: Any) -> None:
         self._pending.pop(sub_id, None)
@@ -105,16 +112,20 @@ class Outbox:
     def backlog(self) -> int:
         return len(self._pending)
 
-    def write_now(self, shared: Shared | None = None) -> bool:
-        """Send what is due at once, with no await, when the socket has room and the server allows it.
-        True when nothing is left to send here. Connections of one round that are due the same
-        transition share its wire bytes through `shared`: the text is built and framed once."""
-        if self._busy or self.closed or not self._due():
+    def write_now(self, shared: Shared | None = None, version: int = -1) -> bool:
+        """Send what is due (at `version` at least) at once, with no await, when the socket has room
+        and the server allows it. True when nothing is left to send here. Connections of one
+        round that are due the same transition share its wire bytes through `shared`: the text
+        is built and framed once."""
+        # The hub calls this once per connection and commit: what methods would do is inlined.
+        if version > self._version:
+            self._version = version
+        if self._busy or self.closed or self.holds or not (self._pending or self._version > self.sent_version):
             return True
-        writer = self._write
-        if writer is None or not self._has_room():
+        writer, transport = self._write, self._transport
+        if writer is None or transport is None or transport.get_write_buffer_size() >= INLINE_ROOM:
             return False
-        if shared is not None and writer.shares_frames():
+        if shared is not None and writer.plain:
             # Heads are equal bytes and bodies the same object: the key hashes and compares cheaply.
             key = (self._version, *self._pending.values())
             wire = shared.frames.get(key)
@@ -127,13 +138,15 @@ class Outbox:
             written = writer.write(self._frame())
         if not written:
             return False
-        self._sent()
+        self._pending.clear()
+        self.sent_version = self._version
+        self.frames_sent += 1
         return True
 
     async def send_now(self) -> None:
         """Send what is due: in line while the socket has room (no task per connection and
         commit), otherwise from a task of its own that waits for the socket."""
-        if self._busy or self.closed or not self._due():
+        if self._busy or self.closed or self.holds or not self.due():
             return
         self._busy = True
         if not self._has_room():
@@ -149,12 +162,12 @@ class Outbox:
     def _has_room(self) -> bool:
         return self._transport is not None and self._transport.get_write_buffer_size() < INLINE_ROOM
 
-    def _due(self) -> bool:
+    def due(self) -> bool:
         return bool(self._pending) or self._version > self.sent_version
 
     async def _drain(self) -> None:
         try:
-            while not self.closed and self._due():
+            while not self.closed and not self.holds and self.due():
                 await self._send_one()
         except Exception:
             log.exception("sending a transition failed")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any
 
@@ -46,9 +47,7 @@ class Session:
         self.receive = receive
         self._send = send
         self.service = service
-        self.principal: Principal = ANONYMOUS
         self.in_flight: set[asyncio.Task[None]] = set()
-        self.credential: str | None = None
         self.key_checked_at = time.monotonic()
         self.open = False
         client = scope.get("client")
@@ -59,6 +58,35 @@ class Session:
             self.send_raw, transport if hasattr(transport, "get_write_buffer_size") else None, direct_writer(send)
         )
         self.outbox.lapsed = self.lapsed
+        self._principal: Principal = ANONYMOUS
+        self._credential: str | None = None
+
+    @property
+    def principal(self) -> Principal:
+        return self._principal
+
+    @principal.setter
+    def principal(self, value: Principal) -> None:
+        self._principal = value
+        self._caller_changed()
+
+    @property
+    def credential(self) -> str | None:
+        return self._credential
+
+    @credential.setter
+    def credential(self, value: str | None) -> None:
+        self._credential = value
+        self._caller_changed()
+
+    def _caller_changed(self) -> None:
+        """Tell the hub from when on it must ask `lapsed`: at the token's expiry, at every result
+        for an API key (which can be revoked), never for a caller with neither."""
+        exp = self._principal.claims.get("exp")
+        if self._credential is not None and self._credential.startswith(protocol.API_KEY_PREFIX):
+            self.outbox.lapses_at = -math.inf
+        else:
+            self.outbox.lapses_at = float(exp) if isinstance(exp, int | float) else math.inf
 
     async def run(self) -> None:
         if (await self.receive())["type"] != "websocket.connect":
@@ -205,7 +233,7 @@ class Session:
     def lapsed(self) -> bool:
         """Whether the credentials expired or were revoked; if so, the subscriptions end as that caller.
 
-        Asked once per live result sent, so the common case (no API key, token still valid) is quick.
+        The hub asks only from `outbox.lapses_at` on (see `_caller_changed`).
         """
         exp = self.principal.claims.get("exp")
         keyed = self.credential is not None and self.credential.startswith(protocol.API_KEY_PREFIX)
@@ -260,15 +288,21 @@ class Session:
 
     async def call(self, principal: Principal, name: str, args: dict[str, Any], msg_id: Any) -> None:
         rid = request_id()
+        runtime, hub, version = self.service.runtime, self.service.hub, None
+        fn = runtime.registry.get(name)
+        if fn is not None and fn.kind is FunctionKind.MUTATION:
+            hub.expect_reply(self.outbox, rid)
         try:
-            result = await self.service.runtime.call(
+            result = await runtime.call(
                 principal, name, protocol.dumps(args), request_id=rid, client=self.client, counted=True
             )
         except Exception as exc:
             await self.send_error(msg_id, exc, rid)
-            return
-        await self.send_raw(protocol.ws_result(msg_id, result.encoded, result.version))
-        self.service.hub.ack(self.outbox, result.version)
+        else:
+            await self.send_raw(protocol.ws_result(msg_id, result.encoded, result.version))
+            version = result.version
+        finally:
+            hub.replied(self.outbox, rid, version)
 
     async def send_error(self, msg_id: Any, exc: BaseException, rid: str) -> None:
         await self.send(protocol.error(msg_id, as_public_error(exc, rid).to_dict(rid)))
@@ -305,7 +339,7 @@ def direct_writer(send: Send) -> DirectWriter | None:
     if (
         conn is None
         or transport is None
-        or not all(hasattr(conn, a) for a in ("send_text", "data_to_send", "extensions", "state"))
+        or not all(hasattr(conn, a) for a in ("send_text", "data_to_send", "writes", "extensions", "state"))
         or not all(hasattr(proto, a) for a in needed)
     ):
         return None
@@ -315,37 +349,38 @@ def direct_writer(send: Send) -> DirectWriter | None:
 class DirectWriter:
     """Writes text frames to one uvicorn connection with no await (see `direct_writer`)."""
 
-    __slots__ = ("conn", "proto", "transport")
+    __slots__ = ("conn", "plain", "proto", "transport")
 
     def __init__(self, proto: Any, conn: Any, transport: Any) -> None:
         self.proto, self.conn, self.transport = proto, conn, transport
-
-    def _open(self) -> bool:
-        p = self.proto
-        return p.handshake_complete and not p.close_sent and not p.disconnected and not self.transport.is_closing()
+        # A server's frames are not masked, and uvicorn sends each message as one frame: with no
+        # extension (compression) to change them, the same text is the same bytes on every
+        # connection, as websockets.broadcast relies on. Known once the handshake is done.
+        self.plain: bool | None = None
 
     def write(self, frame: bytes) -> bool:
-        if not self._open():
+        p = self.proto
+        if not p.handshake_complete or not self._open():
             return False
         self.conn.send_text(frame)
         self.transport.write(b"".join(self.conn.data_to_send()))
+        if self.plain is None:
+            self.plain = not self.conn.extensions
         return True
 
-    def shares_frames(self) -> bool:
-        # A server's frames are not masked: with no extension (compression) to change them,
-        # the same text is the same bytes on every connection, as websockets.broadcast relies on.
-        conn = self.conn
-        return not conn.extensions and conn.state is State.OPEN and not conn.expect_continuation_frame
+    def _open(self) -> bool:
+        p = self.proto
+        return not (p.close_sent or p.disconnected or self.conn.state is not State.OPEN or self.transport.is_closing())
 
     def encode(self, frame: bytes) -> bytes:
         return Frame(Opcode.TEXT, frame).serialize(mask=False, extensions=[])
 
     def write_wire(self, wire: bytes) -> bool:
+        # Only called once `plain` is set, so after the handshake.
         if not self._open():
             return False
-        pending = self.conn.data_to_send()  # anything the protocol queued goes first
-        if pending:
-            self.transport.write(b"".join(pending))
+        if self.conn.writes:  # anything the protocol queued (a pong, say) goes first
+            self.transport.write(b"".join(self.conn.data_to_send()))
         self.transport.write(wire)
         return True
 

@@ -364,7 +364,10 @@ class SqliteEngine:
             return version
         version += 1
         job.outcome = WriteResult(value, version, tx.changes)
-        commits.append(Commit(version, tx.changes, {"jobs": tx.enqueued} if tx.enqueued else {}))
+        info: dict[str, Any] = {"jobs": tx.enqueued} if tx.enqueued else {}
+        if tx.origin is not None and tx.origin.request_id:
+            info["request"] = tx.origin.request_id  # the live hub holds its caller's transitions until the reply
+        commits.append(Commit(version, tx.changes, info))
         return version
 
     def _catch_up(self, conn: sqlite3.Connection, commits: list[Commit]) -> int:
