@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -387,6 +388,42 @@ def test_close_settles_every_queued_write_and_keeps_every_acknowledged_one(
     with opened(path, durability) as again:
         assert sorted(labels(again)) == sorted(acknowledged)  # acknowledged: kept; refused: no trace
         assert again.version == len(acknowledged) == max(acknowledged.values(), default=0)
+
+
+def wal_bytes(path: Path) -> int:
+    wal = path.with_name(path.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def test_a_thread_folds_the_wal_back_so_the_writer_never_pauses_for_it(tmp_path: Path, durability: Durability) -> None:
+    # The writer's own automatic checkpoint is off (it ran inside a COMMIT, on the event loop):
+    # without the thread, every page of every commit would stay in the WAL.
+    path = tmp_path / "db.sqlite3"
+    with opened(path, durability) as engine:
+        for burst in range(10):
+            for i in range(250):
+                engine.write_sync(add(f"entry {burst}-{i:03d} " + "x" * 400))
+            time.sleep(0.1)  # a pause between bursts, as any real load has
+        deadline = time.monotonic() + 10
+        while engine.checkpoints[0] < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        thread, writer = engine.checkpoints
+        assert thread >= 10 and writer == 0
+        assert path.stat().st_size > 2500 * 400  # the rows reached the file itself
+        assert wal_bytes(path) < 16 * 2**20  # 2,500 commits would leave about 45 MiB
+        assert len(labels(engine)) == 2500
+
+
+def test_under_writes_without_a_pause_the_wal_stays_bounded(tmp_path: Path) -> None:
+    # The WAL restarts only when a writer finds it wholly copied back, which a thread racing a
+    # writer that never pauses may not see: past the limit the writer checkpoints itself.
+    path = tmp_path / "db.sqlite3"
+    with opened(path, Durability.NORMAL) as engine:
+        for i in range(6000):
+            engine.write_sync(add(f"entry {i:04d} " + "x" * 400))
+        assert engine.checkpoints[0] >= 1
+        assert wal_bytes(path) < 40 * 2**20  # about 4,000 frames of 4 KiB, not 6,000 commits' worth
+        assert len(labels(engine)) == 6000
 
 
 def test_a_closed_engine_refuses_reads_and_writes(tmp_path: Path) -> None:

@@ -86,6 +86,8 @@ def test_metrics_count_each_call_by_function_and_outcome(idle: TestServer) -> No
     assert found[("nanotypedb_calls_total", (("code", "FunctionNotFound"), ("function", "_unknown")))] == 1
     assert found[("nanotypedb_call_duration_seconds_count", (("code", "ok"), ("function", "addNote")))] == 3
     assert found[("nanotypedb_commits_total", ())] == 3
+    assert found[("nanotypedb_wal_checkpoints_total", ())] >= 0
+    assert found[("nanotypedb_wal_writer_checkpoints_total", ())] == 0
     assert found[("nanotypedb_jobs_queued", (("status", "pending"),))] == 3
 
 

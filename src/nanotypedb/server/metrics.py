@@ -88,6 +88,16 @@ class _ServiceCollector(Collector):
             "nanotypedb_group_commits", "Write transactions committed (each one fsync).", s.engine.stats.group_commits
         )
         yield _counter(
+            "nanotypedb_wal_checkpoints",
+            "WAL checkpoints run by the checkpoint thread, beside the writer.",
+            s.engine.checkpoints[0],
+        )
+        yield _counter(
+            "nanotypedb_wal_writer_checkpoints",
+            "WAL checkpoints the writer ran itself, because writes left the thread no pause to finish.",
+            s.engine.checkpoints[1],
+        )
+        yield _counter(
             "nanotypedb_failed_mutations",
             "Mutations that raised and were rolled back.",
             s.engine.stats.failed_mutations,

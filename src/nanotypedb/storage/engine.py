@@ -31,6 +31,7 @@ from typing import Any, Generic, TypeVar
 
 from ..errors import InternalError, ServiceUnavailable
 from .audit import AuditLog
+from .checkpoint import Checkpointer
 from .migrations import Migration, apply_migrations
 from .reads import ReadSet
 from .schema import TableSchema
@@ -186,6 +187,7 @@ class SqliteEngine:
         self._wake: asyncio.Event | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._committer: _Committer | None = None
+        self._checkpointer: Checkpointer | None = None
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
         self._read_lock = threading.Lock()
@@ -197,6 +199,12 @@ class SqliteEngine:
     def version(self) -> int:
         """The version of the last commit."""
         return self._version
+
+    @property
+    def checkpoints(self) -> tuple[int, int]:
+        """WAL checkpoints run (by the checkpoint thread, by the writer when the WAL outgrew its limit)."""
+        c = self._checkpointer
+        return (c.checkpoints, c.fallbacks) if c is not None else (0, 0)
 
     @property
     def is_open(self) -> bool:
@@ -221,6 +229,9 @@ class SqliteEngine:
         self._version = int(conn.execute("SELECT value FROM _meta WHERE key='version'").fetchone()[0])
         if self.durability is Durability.FULL:
             self._committer = _Committer()
+        # The writer would checkpoint inside some COMMIT, on the event loop: a thread does it.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = Checkpointer(lambda: connect(self.path, self.durability))
         return OpenReport(ran, report)
 
     def on_commit(self, listener: Callable[[list[Commit]], None]) -> None:
@@ -405,6 +416,8 @@ class SqliteEngine:
     def _committed(self, commits: list[Commit]) -> None:
         if commits:
             self._version = commits[-1].version
+            if self._checkpointer is not None and self._conn is not None:
+                self._checkpointer.committed(self._conn)
 
     def _fail(self, jobs: list[_Job], exc: Exception) -> None:
         """A failed BEGIN or COMMIT loses the whole batch: roll back, and tell every caller."""
@@ -511,6 +524,8 @@ class SqliteEngine:
             self._fail_queued()
             if self._committer is not None:
                 self._committer.stop()
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
             with self._read_lock:
                 for conn in self._read_conns:
                     conn.close()
