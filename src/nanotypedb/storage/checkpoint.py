@@ -19,10 +19,10 @@ EVERY_COMMITS = 200
 # Commits short of EVERY_COMMITS are folded in once writes pause this long.
 IDLE_SECONDS = 1.0
 # The WAL restarts from its beginning only when a writer begins with every frame copied back:
-# a checkpoint must land between two commits. While the WAL holds more than CHASE_FRAMES, the
-# thread checkpoints again this soon after any commit, so that the first pause in the writes
-# lets the WAL restart.
-CHASE_SECONDS = 0.005
+# a checkpoint must land in a pause between commits. While the WAL holds more than
+# CHASE_FRAMES, the thread looks every CHASE_SECONDS for such a pause (no commit since it last
+# looked) and checkpoints in it; busy writes get a checkpoint every EVERY_COMMITS, no more.
+CHASE_SECONDS = 0.002
 CHASE_FRAMES = 500
 # Writes that never pause leave the thread no such moment: past this many frames, the writer
 # checkpoints itself after its next commit (SQLite's own behaviour), so the WAL stays bounded
@@ -65,17 +65,22 @@ class Checkpointer:
 
     def _run(self) -> None:
         conn = self._connect()
-        chasing = False  # the WAL is long: checkpoint again soon after any commit
+        chasing = False  # the WAL is long: look for a pause in the writes
+        seen = 0  # the commit count when the thread last looked
         try:
             while True:
-                self._wake.wait(CHASE_SECONDS if chasing else IDLE_SECONDS)
+                counted = self._wake.wait(CHASE_SECONDS if chasing else IDLE_SECONDS)
                 self._wake.clear()
                 if self._stopping:
                     return
-                if not self._since:
+                since = self._since
+                if not since:
                     chasing = False  # the last checkpoint saw every frame: the next write restarts the WAL
                     continue
-                self._since = 0
+                if chasing and not counted and since != seen:
+                    seen = since  # commits still coming: not a pause
+                    continue
+                self._since = seen = 0
                 frames = _checkpoint(conn)
                 self.checkpoints += 1
                 chasing = frames >= CHASE_FRAMES
