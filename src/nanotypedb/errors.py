@@ -26,6 +26,7 @@ NanoTypeDBError (500 InternalError)
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 
@@ -233,8 +234,10 @@ BY_CODE: dict[str, type[NanoTypeDBError]] = {e.code: e for e in ALL_ERRORS}
 
 
 def from_dict(body: dict[str, Any]) -> NanoTypeDBError:
-    """Rebuild a typed error from the wire shape (used by the clients)."""
-    cls = BY_CODE.get(str(body.get("code")), NanoTypeDBError)
+    """Rebuild a typed error from the wire shape (used by the clients). A code this module does
+    not know (an app's own error class, a newer server's) keeps its code on a class of its own."""
+    code = str(body.get("code") or InternalError.code)
+    cls = BY_CODE.get(code) or _unknown_code(code)
     if cls is RateLimited:
         retry = (body.get("details") or {}).get("retry_after", 1.0)
         err: NanoTypeDBError = RateLimited(body.get("message"), retry_after=float(retry))
@@ -242,6 +245,11 @@ def from_dict(body: dict[str, Any]) -> NanoTypeDBError:
         err = cls(body.get("message"), details=body.get("details"))
     err.request_id = body.get("request_id")  # type: ignore[attr-defined]
     return err
+
+
+@functools.lru_cache(maxsize=128)  # bounded: a server could send any number of codes
+def _unknown_code(code: str) -> type[NanoTypeDBError]:
+    return type(code, (NanoTypeDBError,), {"code": code, "__doc__": f"The server's error {code}."})
 
 
 class MethodNotAllowed(NanoTypeDBError):

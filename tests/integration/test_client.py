@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from _clienttools import ids, until
 
+from nanotypedb import App, Conflict, Ctx, NanoTypeDBError
 from nanotypedb.client import AsyncClient, Client, ClientClosed, ConnectionLost, Principal, Status
 from nanotypedb.client.functions import functions_url
 from nanotypedb.errors import FunctionNotFound, InvalidToken, RowNotFound, Unauthenticated, ValidationFailed
-from nanotypedb.testing import TestServer, free_port
+from nanotypedb.testing import TestServer, free_port, serve
 
 WAIT = timedelta(seconds=5)
 
@@ -34,6 +36,36 @@ def test_call_returns_the_data_and_raises_the_servers_errors_by_code(server: Tes
             assert getattr(failed.value, "request_id", None)
 
     asyncio.run(main())
+
+
+class Overdrawn(Conflict):
+    """The account would go below zero."""
+
+    code = "Overdrawn"
+
+
+bank = App("bank")
+
+
+@bank.mutation(name="withdraw")
+def withdraw(ctx: Ctx, amount: int) -> None:
+    raise Overdrawn(details={"short_by": amount})
+
+
+def test_an_apps_own_error_code_reaches_the_client_whole(tmp_path: Path) -> None:
+    async def main(server: TestServer) -> None:
+        async with AsyncClient(server.ws_url, server.token("alice")) as client:
+            with pytest.raises(NanoTypeDBError) as refused:
+                await client.call("withdraw", amount=5)
+        assert refused.value.code == "Overdrawn"
+        assert refused.value.message == "The account would go below zero."
+        assert refused.value.details == {"short_by": 5}
+
+    with serve(bank, tmp_path / "data") as server:
+        asyncio.run(main(server))
+        over_http = server.client(server.token("alice")).post("withdraw", {"amount": 5})
+        assert over_http.status_code == 409
+        assert over_http.json()["error"]["code"] == "Overdrawn"
 
 
 def test_concurrent_calls_are_matched_to_their_replies(server: TestServer) -> None:
