@@ -176,7 +176,7 @@ def test_keys_belong_to_one_environment(tmp_path: Path) -> None:
     assert [line.split("\t")[2] for line in staging_keys] == ["staging-ci"]
     dev_key_id = dev_keys[0].split("\t")[0]
     wrong = run_cli("keys", "revoke", dev_key_id, "--env", "staging", DATA, data_dir)
-    assert wrong.returncode == 1 and "no active key" in wrong.stderr
+    assert wrong.returncode == 2 and "no active key" in wrong.stderr and wrong.stderr.rstrip().endswith("[NotFound]")
     assert run_cli("keys", "revoke", dev_key_id, DATA, data_dir).returncode == 0
 
 

@@ -12,7 +12,7 @@ import click
 
 from ..auth.keys import KeyStore
 from ..auth.tokens import mint_token
-from ..errors import DevelopmentOnly, NanoTypeDBError
+from ..errors import DevelopmentOnly, NanoTypeDBError, NotFound
 from ..service import Paths, ensure_secret
 from ..settings import Config
 from ..storage.environments import EnvironmentType
@@ -96,8 +96,7 @@ def keys_revoke(key_id: str, data_dir: str, env: str, audit: str) -> None:
     """Revoke an API key of the environment by id; it stops working at once."""
     environment(data_dir, env)
     if not _store(data_dir, audit).revoke(key_id, env, origin=cli_audit.origin("keys revoke")):
-        click.echo(f"error: no active key {key_id!r} in {env}", err=True)
-        sys.exit(1)
+        raise NotFound(f"There is no active key {key_id!r} in {env!r}: `nanotypedb keys list --env {env}` lists them.")
     click.echo(f"Revoked {key_id}.", err=True)
 
 
