@@ -21,7 +21,7 @@ NanoTypeDBError (500 InternalError)
 │   └── AuditExportTooLarge (413 AuditExportTooLarge)
 ├── RateLimited (429 RateLimited)
 ├── ServiceUnavailable (503 ServiceUnavailable)
-└── Server-side only, never sent as such: SchemaError, MigrationError, ConfigError
+└── Server-side only, never sent as such: SchemaError, MigrationError, ConfigError, StorageError
 """
 
 from __future__ import annotations
@@ -204,6 +204,12 @@ class ConfigError(NanoTypeDBError):
     """The configuration is not valid."""
 
     code = "ConfigError"
+
+
+class StorageError(NanoTypeDBError):
+    """A database file cannot be opened: damaged, not a database, or not readable."""
+
+    code = "StorageError"
 
 
 ALL_ERRORS: tuple[type[NanoTypeDBError], ...] = (

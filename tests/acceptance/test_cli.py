@@ -179,6 +179,19 @@ def test_schema_change_without_migration_refuses_to_start(launcher: Launcher, tm
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("name", ["env/dev/db.sqlite3", "env/dev/analytics.sqlite3", "system.sqlite3"])
+def test_a_damaged_database_file_stops_the_start_with_one_line_naming_it(tmp_path: Path, name: str) -> None:
+    damaged = tmp_path / "data" / name
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"not a database, whatever its name says " * 200)
+    result = run_cli("serve", "--data-dir", tmp_path / "data", "--port", str(free_port()))
+    assert result.returncode == 2
+    assert result.stderr.rstrip().endswith("[StorageError]")
+    assert str(damaged.relative_to(tmp_path / "data")) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert damaged.read_bytes().startswith(b"not a database")  # left as it was, for the operator
+
+
 # -- keys ----------------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from ..errors import BadRequest
 from ..storage import audit
 from ..storage.audit import Act, AuditLog, Origin
+from ..storage.engine import opening
 
 T = TypeVar("T")
 
@@ -90,7 +91,8 @@ class KeyStore:
     def __init__(self, path: Path, *, audited: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = _connect(path)
+        with opening(path):
+            self._conn = _connect(path)
         # Creating and revoking keys are audited in this file's own chain (`audit verify` checks it).
         self.audited = audited
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .engine import Durability, connect
+from .engine import Durability, connect, opening
 
 # (minute, function, caller, status, latency bin, count, latency sum in s, latency max in s)
 CallRow = tuple[int, str, str, str, int, int, float, float]
@@ -70,9 +70,10 @@ class AnalyticsStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # WAL, synchronous=NORMAL: a flush does not fsync; a power cut may lose the last flushes,
         # which analytics can afford (docs/analytics.md).
-        conn = connect(self.path, Durability.NORMAL)
-        for ddl in SCHEMA:
-            conn.execute(ddl)
+        with opening(self.path):
+            conn = connect(self.path, Durability.NORMAL)
+            for ddl in SCHEMA:
+                conn.execute(ddl)
         self._conn = conn
 
     def add(self, calls: Iterable[CallRow], changes: Iterable[ChangeRow], keep_from: int) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from ..errors import InternalError, ServiceUnavailable
+from ..errors import InternalError, ServiceUnavailable, StorageError
 from .audit import AuditLog
 from .checkpoint import Checkpointer
 from .migrations import Migration, apply_migrations
@@ -103,6 +103,19 @@ class _Job:
 class OpenReport:
     migrations: list[Migration]
     sync: SyncReport
+
+
+@contextlib.contextmanager
+def opening(path: Path) -> Iterator[None]:
+    """At start-up, SQLite's refusal to open a file (damaged, not a database, not readable)
+    becomes a StorageError that names the file: the operator sees one line, not a traceback."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(
+            f"Cannot open the database file {path}: {exc}. If it is damaged, restore it from a backup "
+            "(docs/operations.md) or move it aside: a missing file is created empty."
+        ) from exc
 
 
 def connect(path: Path, durability: Durability, *, readonly: bool = False) -> sqlite3.Connection:
@@ -217,7 +230,8 @@ class SqliteEngine:
         """Create the file if needed, the system tables (`system`: DDL), then apply migrations and
         additive schema changes."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = connect(self.path, self.durability)
+        with opening(self.path):
+            conn = connect(self.path, self.durability)
         tables = list(tables)
         try:
             ran, report = _prepare(conn, tables, migrations, system, self.audit)

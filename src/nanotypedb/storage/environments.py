@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import BadRequest, EnvironmentExists, EnvironmentNotFound, InvalidEnvironmentName
 from . import audit
 from .audit import Act, Origin
+from .engine import opening
 
 DEFAULT_ENVIRONMENT = "dev"
 """Registered on first start, so a data directory from before environments keeps working unchanged."""
@@ -77,7 +78,8 @@ class EnvironmentRegistry:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = _connect(path)
+        with opening(path):
+            self._conn = _connect(path)
 
     def __enter__(self) -> EnvironmentRegistry:
         return self
