@@ -34,6 +34,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("host", "127.0.0.1", "Address to listen on."),
     Setting("port", 8787, "Port to listen on.", int),
+    Setting(
+        "cors_origins",
+        "",
+        "Origins whose web pages may call the HTTP API, comma-separated (http://localhost:5173), or *; "
+        "empty: same origin only.",
+    ),
     Setting("app", "nanotypedb.demo.tasks:app", "The app to serve: module:attr or path/to/app.py."),
     Setting("secret", "", "Server secret (signs HS256 tokens); default: generated into DATA_DIR/secret."),
     Setting(
@@ -119,6 +125,7 @@ class Config:
     env: str = "dev"
     host: str = "127.0.0.1"
     port: int = 8787
+    cors_origins: str = ""
     app: str = "nanotypedb.demo.tasks:app"
     secret: str = ""
     durability: str = "full"

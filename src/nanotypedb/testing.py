@@ -16,6 +16,7 @@ import uvicorn
 from .app import App
 from .auth.tokens import mint_token
 from .errors import from_dict
+from .server.cors import parse_origins
 from .server.routes import WS_PROTOCOL, build_asgi
 from .service import Service
 from .settings import Config
@@ -56,6 +57,7 @@ class TestServer:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self) -> TestServer:
+        parse_origins(self.config.cors_origins)
         self.service = Service(self.app, self.config)
         try:
             self.service.open()

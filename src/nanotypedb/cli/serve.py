@@ -14,6 +14,7 @@ import uvicorn
 
 from ..ai import choice as ai_choice
 from ..lib import logs
+from ..server.cors import parse_origins
 from ..server.routes import WS_PROTOCOL, build_asgi
 from ..service import Service, load_app
 from ..settings import Config
@@ -27,6 +28,7 @@ GC_THRESHOLDS = (50_000, 50, 100)
 
 def run(config: Config) -> None:
     logs.configure(config.log_level, config.log_format)
+    parse_origins(config.cors_origins)  # a bad value is refused before anything is opened
     service = Service(load_app(config.app), config)
     report = service.open()
     _announce(service, config, report)

@@ -15,6 +15,7 @@ from starlette.routing import Route, WebSocketRoute
 from ..errors import MethodNotAllowed, NanoTypeDBError, NotFound
 from ..service import Service
 from . import audit, http, metrics
+from .cors import with_cors
 from .middleware import RequestIdMiddleware
 from .responses import as_public_error, error_response, request_id
 from .ws import WebSocketFirst, websocket_endpoint
@@ -95,4 +96,4 @@ def build_asgi(service: Service) -> WebSocketFirst:
     )
     app.state.service = service
     app.state.metrics = metrics.Metrics(service)
-    return WebSocketFirst(RequestIdMiddleware(app), service)
+    return WebSocketFirst(with_cors(RequestIdMiddleware(app), service.config.cors_origins), service)

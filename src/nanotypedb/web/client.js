@@ -350,8 +350,8 @@ export function createClient(options = {}) {
  * - `token`: a JWT or API key, `null` for anonymous, or a function returning one (or a Promise of
  *   one), called on every (re)connection;
  * - `functions`: the list `GET /api/functions` returns (or a `{name: optimisticHint}` object);
- *   given, the client does not fetch it (a page on another origin must pass it: the server sends
- *   no CORS headers);
+ *   given, the client does not fetch it (a page on another origin must pass it unless the server
+ *   lists that origin in `--cors-origins`);
  * - `onAuthError(err)`: a refused token on (re)connection (default: `console.warn`);
  * - `reconnect`: `{baseMs: 250, maxMs: 10000}`; `heartbeatMs`: 20000 (0: none);
  * - `WebSocket`: the WebSocket class (default: the global one).
