@@ -245,6 +245,7 @@ class Service:
         self._watcher: asyncio.Task[None] | None = None
         self.first_admin_key: str | None = None
         self.connections = 0  # open WebSocket connections (server/ws.py counts them)
+        self.connections_refused = 0  # refused past --ws-max-connections
         self.started = False  # start() ran and stop() has not
 
     def audit_chains(self) -> list[tuple[str, Path]]:

@@ -51,6 +51,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rate_limit", "100/s burst 200", "Default rate limit per caller and function."),
     Setting("max_body_bytes", 1_048_576, "Largest HTTP request body accepted (413 above).", int),
     Setting("ws_max_frame_bytes", 1_048_576, "Largest WebSocket frame accepted.", int),
+    Setting("ws_max_connections", 20_000, "WebSocket connections the server holds at once; more are refused.", int),
     Setting("ws_max_in_flight", 64, "Calls one WebSocket may have running at once.", int),
     Setting("ws_max_subscriptions", 1_000, "Live-query subscriptions one WebSocket may hold at once.", int),
     Setting(
@@ -132,6 +133,7 @@ class Config:
     rate_limit: str = "100/s burst 200"
     max_body_bytes: int = 1_048_576
     ws_max_frame_bytes: int = 1_048_576
+    ws_max_connections: int = 20_000
     ws_max_in_flight: int = 64
     ws_max_subscriptions: int = 1_000
     query_cache_entries: int = 10_000

@@ -51,6 +51,7 @@ class AsyncClient:
         self._backoff = backoff or Backoff()
         self._ids = itertools.count(1)
         self._conn: Connection | None = None
+        self._refusal: NanoTypeDBError | None = None  # why the server closed the connection, if it said
         self._calls: dict[int, _Call] = {}
         self._subs: dict[int, Subscription] = {}
         self._local = LocalState()
@@ -102,12 +103,18 @@ class AsyncClient:
     async def _open(self, *, first: bool) -> None:
         """One connection: open it, sign in, (re)subscribe, then report `open`."""
         self._lost.clear()
+        self._refusal = None
         credential = await self._resolve(self._token)
         conn = await Connection.open(self.url, self._on_message, self._on_closed)
         self._conn, self._seen, self._credential = conn, 0, credential
         try:
             if credential is not None:
                 await self._sign_in(credential, strict=first)
+        except ConnectionLost as exc:
+            self._conn = None
+            await conn.close()
+            # The server said why before closing (too many connections, say): that is the error.
+            raise (self._refusal or exc) from None
         except BaseException:
             self._conn = None
             await conn.close()
@@ -359,6 +366,10 @@ class AsyncClient:
             del self._subs[sub.id]
             sub.set_error(from_dict(message.get("error") or {}), None)
             sub._end(None)
+        elif msg_id is None and message["type"] == protocol.ERROR:
+            # About the connection itself, just before the server closes it.
+            self._refusal = from_dict(message.get("error") or {})
+            log.info("The server refused the connection: %s", self._refusal.message)
         else:
             log.warning("Unexpected message from the server: %.200r", message)
 

@@ -104,6 +104,11 @@ class _ServiceCollector(Collector):
         )
         yield _counter("nanotypedb_rate_limited", "Calls refused by the rate limiter.", s.runtime.rate_limited)
         yield _gauge("nanotypedb_websocket_connections", "Open WebSocket connections.", s.connections)
+        yield _counter(
+            "nanotypedb_websocket_refused",
+            "WebSocket connections refused because --ws-max-connections were open.",
+            s.connections_refused,
+        )
         yield _gauge(
             "nanotypedb_live_queries", "Distinct live queries (function, arguments, caller).", len(s.hub.queries)
         )

@@ -19,7 +19,15 @@ from websockets.protocol import State
 
 from .. import protocol
 from ..auth.principal import ANONYMOUS, Principal
-from ..errors import BadRequest, InvalidToken, MalformedMessage, NanoTypeDBError, PayloadTooLarge, RateLimited
+from ..errors import (
+    BadRequest,
+    InvalidToken,
+    MalformedMessage,
+    NanoTypeDBError,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
+)
 from ..functions.registry import FunctionKind
 from ..lib.ids import request_id
 from ..live.outbox import Outbox
@@ -93,6 +101,9 @@ class Session:
             return
         await self._send({"type": "websocket.accept"})
         self.open = True
+        if self.service.connections >= self.service.config.ws_max_connections:
+            await self.refuse_overload()
+            return
         self.service.connections += 1
         try:
             if await self.authenticate_handshake():
@@ -104,6 +115,15 @@ class Session:
             # Calls already started finish (their writes commit) even if nobody hears the reply.
             if self.in_flight:
                 await asyncio.gather(*self.in_flight, return_exceptions=True)
+
+    async def refuse_overload(self) -> None:
+        """Past --ws-max-connections: say why (a browser cannot read a refused handshake), then
+        close with 1013, "try again later", which the clients answer by reconnecting with backoff."""
+        self.service.connections_refused += 1
+        limit = self.service.config.ws_max_connections
+        busy = ServiceUnavailable(f"The server holds {limit} WebSocket connections, the most it may: try again later.")
+        await self.send_error(None, busy, request_id())
+        await self.close(1013, busy.code)
 
     async def authenticate_handshake(self) -> bool:
         try:
