@@ -249,13 +249,15 @@ def test_keys_revoke_takes_effect_on_the_running_server(launcher: Launcher, tmp_
     assert data(rpc(server.client(server.admin_key), "countTasks")) == 0  # other keys still work
 
 
-def test_keys_revoke_of_an_unknown_or_revoked_id_exits_1(tmp_path: Path) -> None:
+def test_keys_revoke_of_an_unknown_or_revoked_id_fails_with_not_found(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     create_key(data_dir, "once")
-    assert run_cli("keys", "revoke", "k_00000000", "--data-dir", data_dir).returncode == 1
+    unknown = run_cli("keys", "revoke", "k_00000000", "--data-dir", data_dir)
+    assert unknown.returncode == 2 and unknown.stderr.rstrip().endswith("[NotFound]")
+    assert "'k_00000000'" in unknown.stderr and "Traceback" not in unknown.stderr
     revoke = ("keys", "revoke", key_id(data_dir, "once"), "--data-dir", data_dir)
     assert run_cli(*revoke).returncode == 0
-    assert run_cli(*revoke).returncode == 1
+    assert run_cli(*revoke).returncode == 2
 
 
 # -- token ---------------------------------------------------------------------------------------
