@@ -186,9 +186,9 @@ class Hub:
 
     def _mark(self, commits: list[Commit]) -> None:
         for commit in commits:
-            waiting = self._replying.get(commit.info.get("request", ""))
-            if waiting is not None:
-                waiting.holds.add(commit.info["request"])
+            request = commit.info.get("request")
+            if request in self._replying:
+                self._replying[request].holds.add(request)
             if commit.info.get("external"):  # another process wrote: what changed is unknown
                 self._dirty.update(self.queries.values())
                 continue

@@ -253,11 +253,9 @@ class Session:
     def lapsed(self) -> bool:
         """Whether the credentials expired or were revoked; if so, the subscriptions end as that caller.
 
-        The hub asks only from `outbox.lapses_at` on (see `_caller_changed`).
+        Nothing can have lapsed before `outbox.lapses_at` (see `_caller_changed`).
         """
-        exp = self.principal.claims.get("exp")
-        keyed = self.credential is not None and self.credential.startswith(protocol.API_KEY_PREFIX)
-        if not keyed and (not isinstance(exp, int | float) or exp > time.time()):
+        if self.outbox.lapses_at > time.time():
             return False
         try:
             self.check_expiry()
